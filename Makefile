@@ -1,0 +1,40 @@
+# One command to set up and test, one to train; the venv lives in .venv/ in the repo root.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OUT ?= runs
+ARGS ?=
+
+.PHONY: setup test lint typecheck train evaluate data clean
+
+setup: $(STAMP)
+
+# re-install when the dependencies change; torch comes from the ranges in pyproject.toml
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m ruff check service training tests bench
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check service training tests bench
+	$(PY) -m ruff format --check service training tests bench
+
+typecheck: setup
+	$(PY) -m mypy
+
+data: setup
+	$(PY) -c "from training.data import ensure_mnist; print(ensure_mnist('data'))"
+
+train: setup
+	$(PY) -m training --out $(OUT) $(ARGS)
+
+evaluate: setup
+	$(PY) -m training.evaluate weights/autoencoder.safetensors
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

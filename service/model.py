@@ -1,0 +1,129 @@
+"""The convolutional autoencoder from the seed notebook, and its config.
+
+This module is the single definition of the architecture: training, evaluation,
+the checkpoint loader and the HTTP service all build the network from here, and
+the config travels inside every checkpoint so nobody hard-codes it twice.
+
+Attribute names and ``nn.Sequential`` indices match the seed notebook exactly
+(``en.0.weight`` ... ``de.6.bias``), so a ``state_dict`` saved from the notebook
+loads unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+ARCHITECTURE = "mnist-conv-autoencoder"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of the architecture. The defaults are the seed's."""
+
+    image_size: int = 28  # input is (N, in_channels, image_size, image_size)
+    in_channels: int = 1
+    hidden_channels: int = 8  # after the first conv
+    latent_channels: int = 16  # after the second and third conv: the code is (N,16,7,7)
+    kernel_size: int = 3
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ModelConfig.{f.name} must be a positive integer, got {value!r}")
+        if self.kernel_size % 2 != 1:
+            raise ValueError(f"ModelConfig.kernel_size must be odd, got {self.kernel_size}")
+        if self.image_size % 4 != 0:
+            # two 2x max-pools down and two 2x upsamples back must land on the same size
+            raise ValueError(f"ModelConfig.image_size must be divisible by 4, got {self.image_size}")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """Shape of one image, without the batch dimension: (1, 28, 28)."""
+        return (self.in_channels, self.image_size, self.image_size)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """Shape of one latent code, without the batch dimension: (16, 7, 7)."""
+        side = self.image_size // 4
+        return (self.latent_channels, side, side)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": ARCHITECTURE, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`. Raises ``ValueError`` on an unknown architecture or field."""
+        data = dict(data)
+        name = data.pop("name", ARCHITECTURE)
+        if name != ARCHITECTURE:
+            raise ValueError(f"unknown architecture {name!r}, expected {ARCHITECTURE!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown architecture fields {unknown}")
+        return cls(**data)
+
+
+class AutoEncoder(nn.Module):
+    """Conv encoder to a (16,7,7) code and a mirrored conv decoder back to (1,28,28).
+
+    Pixels are intensities in [0, 1], a white digit on black, as torchvision's
+    ``ToTensor`` gives. The decoder ends in Tanh (range [-1, 1]) as in the seed;
+    :meth:`forward` and :meth:`decode` return that raw output, which is what the
+    training loss sees, and :meth:`reconstruct` / :meth:`decode_images` clamp it
+    to [0, 1] for anything that leaves the model for a user.
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ModelConfig()
+        c = self.config
+        k, p = c.kernel_size, c.kernel_size // 2
+        self.en = nn.Sequential(
+            nn.Conv2d(c.in_channels, c.hidden_channels, k, padding=p),  # (N,8,28,28)
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # (N,8,14,14)
+            nn.Conv2d(c.hidden_channels, c.latent_channels, k, padding=p),  # (N,16,14,14)
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # (N,16,7,7)
+            nn.Conv2d(c.latent_channels, c.latent_channels, k, padding=p),  # (N,16,7,7)
+            nn.ReLU(inplace=True),
+            # no third pool: 7 is not divisible by 2 (the seed's own remark)
+        )
+        self.de = nn.Sequential(
+            nn.Conv2d(c.latent_channels, c.latent_channels, k, padding=p),  # (N,16,7,7)
+            nn.ReLU(inplace=True),
+            nn.Upsample(scale_factor=2),  # (N,16,14,14), nearest
+            nn.Conv2d(c.latent_channels, c.hidden_channels, k, padding=p),  # (N,8,14,14)
+            nn.ReLU(inplace=True),
+            nn.Upsample(scale_factor=2),  # (N,8,28,28)
+            nn.Conv2d(c.hidden_channels, c.in_channels, k, padding=p),  # (N,1,28,28)
+            nn.Tanh(),
+        )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,1,28,28) images in [0,1] -> (N,16,7,7) latent codes (non-negative: they follow a ReLU)."""
+        z: torch.Tensor = self.en(x)
+        return z
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(N,16,7,7) latent codes -> (N,1,28,28) raw decoder output in [-1,1] (unclamped)."""
+        y: torch.Tensor = self.de(z)
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,1,28,28) -> (N,1,28,28) raw reconstruction, unclamped: this is what training fits."""
+        return self.decode(self.encode(x))
+
+    def decode_images(self, z: torch.Tensor) -> torch.Tensor:
+        """(N,16,7,7) -> (N,1,28,28) images clamped to [0,1], for users."""
+        return self.decode(z).clamp(0.0, 1.0)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,1,28,28) -> (N,1,28,28) reconstructions clamped to [0,1], for users."""
+        return self.forward(x).clamp(0.0, 1.0)

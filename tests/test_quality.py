@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from training.quality import mse_per_image, psnr, ssim_per_image
+
+
+def test_mse_and_psnr() -> None:
+    x = torch.zeros(2, 1, 28, 28)
+    y = torch.zeros(2, 1, 28, 28)
+    y[1] = 0.1
+    torch.testing.assert_close(mse_per_image(x, y), torch.tensor([0.0, 0.01]))
+    assert psnr(0.01) == pytest.approx(20.0)
+    assert psnr(0.0) == math.inf
+
+
+def test_ssim_of_identical_images_is_one() -> None:
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(ssim_per_image(x, x), torch.ones(3))
+
+
+def test_ssim_of_constant_images_matches_the_closed_form() -> None:
+    # for constant images a and b, variances and covariance vanish: SSIM = (2ab + C1) / (a^2 + b^2 + C1)
+    a, b, c1 = 0.2, 0.7, 0.01**2
+    x = torch.full((1, 1, 28, 28), a)
+    y = torch.full((1, 1, 28, 28), b)
+    expected = (2 * a * b + c1) / (a * a + b * b + c1)
+    assert float(ssim_per_image(x, y)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_ssim_is_symmetric_and_falls_with_noise() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 28, 28, generator=g)
+    light = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    heavy = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    torch.testing.assert_close(ssim_per_image(x, light), ssim_per_image(light, x))
+    assert (ssim_per_image(x, heavy) < ssim_per_image(x, light)).all()
+    assert (ssim_per_image(x, light) < 1).all()
+
+
+def test_ssim_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="expected two"):
+        ssim_per_image(torch.rand(1, 1, 28, 28), torch.rand(1, 1, 14, 14))
