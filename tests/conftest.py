@@ -1,18 +1,38 @@
-"""Shared fixtures: tiny checkpoints in tmp_path, and the real MNIST data set fetched once."""
+"""Shared fixtures: tiny checkpoints in tmp_path, the real MNIST test set fetched once, and the
+service running in-process (ASGI transport, lifespan included)."""
 
 from __future__ import annotations
 
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
+import numpy as np
 import pytest
 import torch
+from fastapi import FastAPI
+from PIL import Image
 
 from service.checkpoint import save_checkpoint
+from service.main import create_app
 from service.model import AutoEncoder
+from service.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / "data"
 SHIPPED_WEIGHTS = REPO / "weights" / "autoencoder.safetensors"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# --- data and checkpoints --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -25,10 +45,16 @@ def mnist_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def mnist_test(mnist_dir: Path):
+def mnist_test(mnist_dir: Path) -> Any:
     from training.data import load_mnist
 
     return load_mnist(mnist_dir, train=False)
+
+
+@pytest.fixture(scope="session")
+def test_digits(mnist_test: Any) -> np.ndarray:
+    """The first 64 real MNIST test digits, (64,28,28) uint8."""
+    return mnist_test.images[:64].numpy()
 
 
 @pytest.fixture
@@ -43,3 +69,51 @@ def tiny_checkpoint(tmp_path: Path, random_model: AutoEncoder) -> Path:
     path = tmp_path / "ckpt" / "autoencoder.safetensors"
     save_checkpoint(random_model, path, metrics={"test_mse": 0.5}, training={"note": "test fixture"})
     return path
+
+
+# --- request bodies --------------------------------------------------------------------------------
+
+
+def image_file(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
+    """Encode a (H,W) or (H,W,C) uint8 array as a real image file."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+# --- the service in-process ------------------------------------------------------------------------
+
+
+def service_settings(checkpoint: Path, **overrides: Any) -> Settings:
+    return Settings(checkpoint=checkpoint, log_format="text", warmup_batches=1, **overrides)
+
+
+async def wait_until_ready(app: FastAPI, timeout_s: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not app.state.service.ready:
+        assert loop.time() < deadline, "the app did not become ready"
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def in_process(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app with its lifespan running, behind an httpx client on the ASGI transport."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await wait_until_ready(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield app, client
+
+
+@pytest.fixture
+async def api(tiny_checkpoint: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with in_process(service_settings(tiny_checkpoint, max_images_per_request=16)) as (_, client):
+        yield client

@@ -1,0 +1,128 @@
+"""Encoded images (PNG, JPEG, anything Pillow reads) <-> (H,W) float32 arrays in [0,1].
+
+Decoding checks the declared size from the header *before* any pixel data is decoded,
+so a tiny file that declares a huge image (a decompression bomb) costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+
+# modes holding 16- or 32-bit integer intensities; Pillow's convert("L") would clip them
+_WIDE_INT_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+def decode_image(data: bytes, *, size: int, max_pixels: int, resize: bool, what: str) -> np.ndarray:
+    """Decode one encoded image to a (size,size) float32 array in [0,1], a white digit on black.
+
+    Colour becomes luminance (ITU-R 601-2, as Pillow's "L"); transparent pixels count as black;
+    16-bit images keep their full range. Anything not ``size`` x ``size`` is refused unless
+    ``resize`` is set. ``what`` names the image in error messages ("images[3]", "part 'file'").
+    """
+    if not data:
+        raise InvalidInput(f"{what}: empty image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads the header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLarge(f"{what}: image declares more pixels than the limit of {max_pixels}: {exc}") from None
+    except UnidentifiedImageError:
+        raise UnsupportedMediaType(f"{what}: not an image Pillow can decode (PNG, JPEG, BMP, ...)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UnsupportedMediaType(f"{what}: unreadable image header: {exc}") from exc
+    with image:
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise InvalidInput(f"{what}: image is {width}x{height}; it must be {size}x{size}")
+        if width * height > max_pixels:
+            raise PayloadTooLarge(
+                f"{what}: image declares {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
+            )
+        if (width, height) != (size, size) and not resize:
+            raise InvalidInput(
+                f"{what}: image is {width}x{height}, expected {size}x{size}; add ?resize=true to scale it"
+            )
+        try:
+            image.load()
+            gray = _to_gray(image)
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+            raise UnsupportedMediaType(f"{what}: corrupt or truncated {image.format or 'image'}: {exc}") from exc
+    if gray.shape != (size, size):
+        gray = resize_array(gray, size)
+    return gray
+
+
+def _to_gray(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> (H,W) float32 in [0,1]."""
+    mode = image.mode
+    if mode in _WIDE_INT_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        if values.min() < 0 or values.max() > _WIDE_INT_MODES[mode]:
+            raise ValueError(f"{mode} pixel values outside 0..{_WIDE_INT_MODES[mode]}")
+        return (values / _WIDE_INT_MODES[mode]).astype(np.float32)
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+            raise ValueError("floating-point image values must be finite and in [0, 1]")
+        return values
+    if mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        luminance = np.asarray(rgba.convert("L"), dtype=np.float32)
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32)
+        return luminance * alpha / (255.0 * 255.0)  # composited over black
+    if mode not in ("L", "1", "P", "RGB"):
+        image = image.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
+def resize_array(gray: np.ndarray, size: int) -> np.ndarray:
+    """(H,W) float in [0,1] -> (size,size), antialiased (Lanczos) when shrinking."""
+    image = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32), mode="F")
+    resized = image.resize((size, size), Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+# --- encoding ------------------------------------------------------------------------------------
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float intensities in [0,1] -> uint8 0..255, rounded."""
+    return np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
+
+
+def png_bytes(gray: np.ndarray) -> bytes:
+    """(H,W) float in [0,1] -> an 8-bit grayscale PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(gray), mode="L").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def tile(images: np.ndarray, *, columns: int | None = None, gap: int = 2, fill: float = 0.5) -> np.ndarray:
+    """(N,H,W) -> one (rows*(H+gap)-gap, cols*(W+gap)-gap) picture, row-major, separated by gray lines."""
+    n, h, w = images.shape
+    cols = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    canvas = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), fill, dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        canvas[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = images[i]
+    return canvas
+
+
+def latent_picture(latent: np.ndarray) -> np.ndarray:
+    """(16,7,7) latent code -> a 4x4 mosaic of its channels, each scaled by the code's own maximum.
+
+    Latents follow a ReLU, so they are >= 0; dividing by the maximum maps them onto [0,1].
+    """
+    peak = float(latent.max())
+    scaled = latent / peak if peak > 0 else np.zeros_like(latent)
+    return tile(np.clip(scaled, 0.0, 1.0), columns=math.ceil(math.sqrt(latent.shape[0])), gap=1)

@@ -1,0 +1,98 @@
+"""The ASGI app: ``service.main:app``. ``create_app(settings)`` builds one; the lifespan loads the
+checkpoint once, warms the model up in the background, and drains the batcher on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.batcher import MicroBatcher
+from service.checkpoint import CheckpointError, load_checkpoint
+from service.device import resolve_device
+from service.errors import install_error_handlers
+from service.inference import Predictor
+from service.logs import configure_logging
+from service.metrics import Metrics
+from service.middleware import RequestContextMiddleware
+from service.routes import inference, ops
+from service.settings import Settings, get_settings
+from service.state import ServiceState
+
+log = logging.getLogger("service")
+
+DRAIN_TIMEOUT_S = 20.0
+
+
+class StartupError(RuntimeError):
+    """The service cannot start; the message is the one line an operator needs."""
+
+
+def load_model(state: ServiceState) -> Predictor:
+    """Load and verify the checkpoint onto the configured device (raises StartupError)."""
+    settings = state.settings
+    try:
+        state.device = resolve_device(settings.device)
+        state.checkpoint = load_checkpoint(settings.checkpoint, device=state.device)
+    except (CheckpointError, ValueError) as exc:
+        raise StartupError(f"cannot start: {exc}") from None
+    log.info(
+        "loaded %s (sha256 %s) on %s", state.checkpoint.path, state.checkpoint.sha256[:12], state.device,
+        extra={"recorded_metrics": state.checkpoint.metrics},
+    )  # fmt: skip
+    return Predictor(state.checkpoint.model, state.device)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServiceState = app.state.service
+    settings = state.settings
+    predictor = load_model(state)
+    batcher = MicroBatcher(
+        predictor, max_batch_images=settings.max_batch_images, max_wait_s=settings.max_wait_ms / 1000,
+        max_queue_images=settings.max_queue_images, metrics=state.metrics,
+    )  # fmt: skip
+    batcher.start()
+    state.batcher = batcher
+
+    async def warm_up() -> None:
+        seconds = await asyncio.to_thread(predictor.warmup, settings.warmup_batches, settings.max_batch_images)
+        state.set_ready(True)
+        log.info("ready: warm-up took %.3f s", seconds)
+
+    warming = asyncio.create_task(warm_up(), name="warm-up")
+    try:
+        yield
+    finally:
+        state.draining = True
+        state.set_ready(False)
+        warming.cancel()
+        drained = await batcher.close(DRAIN_TIMEOUT_S)
+        log.info("stopped (%s)", "all accepted requests answered" if drained else "drain timed out")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    app = FastAPI(
+        title="MNIST autoencoder service",
+        version="0.1.0",
+        summary="Encode 28x28 digits to 16x7x7 latent codes, decode them, and score reconstructions.",
+        lifespan=lifespan,
+    )
+    metrics = Metrics()
+    app.state.service = ServiceState(settings=settings, metrics=metrics)
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )  # fmt: skip
+    app.include_router(inference.router)
+    app.include_router(ops.router)
+    return app
+
+
+app = create_app()

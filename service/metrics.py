@@ -1,0 +1,50 @@
+"""Prometheus metrics, in a registry of the app's own (several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the output and nobody graphs them
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mnist_ae_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "mnist_ae_http_request_duration_seconds", "Time to answer a request", ["route"], buckets=LATENCY_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge("mnist_ae_http_requests_in_flight", "Requests being handled now", registry=r)
+        self.batch_images = Histogram(
+            "mnist_ae_batch_size_images", "Images (or latents) per forward pass", ["op"], buckets=BATCH_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.queue_wait = Histogram(
+            "mnist_ae_queue_wait_seconds", "Time a request waited in the batch queue", buckets=WAIT_BUCKETS, registry=r
+        )
+        self.inference_seconds = Histogram(
+            "mnist_ae_inference_duration_seconds", "Time of one forward pass", ["op"], buckets=LATENCY_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.images = Counter(
+            "mnist_ae_images_processed", "Images or latents run through the model", ["op"], registry=r
+        )
+        self.batch_failures = Counter("mnist_ae_batch_failures", "Forward passes that raised", ["op"], registry=r)
+        self.queue_images = Gauge("mnist_ae_queue_images", "Images waiting for a forward pass", registry=r)
+        self.ready = Gauge("mnist_ae_ready", "1 when the model is loaded and warm", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,170 @@
+"""HTTP request bodies -> model-ready arrays, by Content-Type.
+
+Images (for /encode and /reconstruct) come as multipart files, one raw image body, JSON
+``{"images": [...]}`` or a ``.npy`` array; latents (for /decode) as JSON ``{"latents": ...}``
+or ``.npy``. Every check happens here, before anything is queued for the model.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from service.codecs.arrays import check_count, images_from_array, latents_from_array
+from service.codecs.images import decode_image
+from service.codecs.npy import NPY_MEDIA_TYPE, read_npy
+from service.errors import APIError, InvalidInput, MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from service.schemas import ImagesRequest, LatentsRequest
+from service.settings import Settings
+
+IMAGE_CONTENT_TYPES = ("multipart/form-data", "image/png (or any image/*)", "application/json", NPY_MEDIA_TYPE)
+LATENT_CONTENT_TYPES = ("application/json", NPY_MEDIA_TYPE)
+_NPY_TYPES = {NPY_MEDIA_TYPE, "application/npy", "application/octet-stream"}
+_NPY_MAGIC = b"\x93NUMPY"
+
+ImageDecoder = Callable[..., np.ndarray]  # decode_image with the limits bound: (data, *, what)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_images(request: Request, settings: Settings, *, size: int, resize: bool) -> np.ndarray:
+    """The request's images as (N,size,size) float32 in [0,1]."""
+    kind = media_type(request)
+    decode: ImageDecoder = partial(decode_image, size=size, max_pixels=settings.max_image_pixels, resize=resize)
+    if kind == "multipart/form-data":
+        return await _multipart_images(request, settings, decode)
+    if kind.startswith("image/"):
+        return decode(await _body(request), what="body")[None]
+    if kind == "application/json":
+        return _json_images(await _body(request), settings, decode, size=size, resize=resize)
+    if kind in _NPY_TYPES:
+        body = await _body(request)
+        if kind == "application/octet-stream" and not body.startswith(_NPY_MAGIC):
+            return decode(body, what="body")[None]  # sniffed: an image sent as octet-stream
+        array = read_npy(body, max_elements=settings.max_images_per_request * settings.max_image_pixels)
+        return images_from_array(array, size=size, resize=resize, max_images=settings.max_images_per_request)
+    raise _unsupported(kind, IMAGE_CONTENT_TYPES)
+
+
+async def read_latents(request: Request, settings: Settings, *, latent_shape: tuple[int, int, int]) -> np.ndarray:
+    """The request's latent codes as (N,C,h,w) float32."""
+    kind = media_type(request)
+    if kind == "application/json":
+        body = await _body(request)
+        try:
+            parsed = LatentsRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise _from_validation(exc) from None
+        try:
+            array = np.asarray(parsed.latents, dtype=np.float64)
+        except ValueError:
+            raise InvalidInput("latents: nested lists have uneven lengths; expected (16,7,7) or (N,16,7,7)") from None
+    elif kind in _NPY_TYPES:
+        array = read_npy(
+            await _body(request), max_elements=settings.max_images_per_request * int(np.prod(latent_shape))
+        )
+    else:
+        raise _unsupported(kind, LATENT_CONTENT_TYPES)
+    return latents_from_array(array, latent_shape=latent_shape, max_latents=settings.max_images_per_request)
+
+
+async def _body(request: Request) -> bytes:
+    body = await request.body()  # the middleware enforces the size limit while this streams in
+    if not body:
+        raise MalformedBody("the request body is empty")
+    return body
+
+
+async def _multipart_images(request: Request, settings: Settings, decode: ImageDecoder) -> np.ndarray:
+    limit = settings.max_images_per_request
+    try:  # more files than allowed are refused while parsing, before their bytes are kept
+        form = await request.form(max_files=limit, max_fields=100)
+    except HTTPException as exc:
+        if "Too many files" in str(exc.detail):
+            raise PayloadTooLarge(f"more than {limit} files in one request, over the limit of {limit}") from None
+        raise MalformedBody(f"malformed multipart body: {exc.detail}") from None
+    try:
+        files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+        if not files:
+            fields = [key for key, _ in form.multi_items()]
+            hint = f" (got only text fields {fields[:5]}; with curl, use -F 'file=@digit.png')" if fields else ""
+            raise InvalidInput(f"no image files in the multipart form{hint}")
+        images = []
+        for index, upload in enumerate(files):
+            what = f"file {index} ({upload.filename or upload.headers.get('content-disposition', 'unnamed')!s})"
+            images.append(decode(await upload.read(), what=what))
+        return np.stack(images)
+    finally:
+        await form.close()
+
+
+def _json_images(body: bytes, settings: Settings, decode: ImageDecoder, *, size: int, resize: bool) -> np.ndarray:
+    try:
+        items = ImagesRequest.model_validate_json(body).images
+    except ValidationError as exc:
+        raise _from_validation(exc) from None
+    check_count(len(items), max_items=settings.max_images_per_request, noun="images")
+    if all(isinstance(item, list) for item in items):
+        try:  # the common case: one C-level conversion for the whole batch
+            whole = np.asarray(items, dtype=np.float32)
+        except ValueError:
+            pass  # ragged: the per-item path below says which item
+        else:
+            return images_from_array(whole, size=size, resize=resize, max_images=settings.max_images_per_request)
+    images = []
+    for index, item in enumerate(items):
+        what = f"images[{index}]"
+        try:
+            if isinstance(item, str):
+                images.append(decode(_b64decode(item, what), what=what))
+            else:
+                try:
+                    array = np.asarray(item, dtype=np.float32)
+                except ValueError:
+                    raise InvalidInput("rows have different lengths") from None
+                images.append(images_from_array(array, size=size, resize=resize, max_images=1)[0])
+        except APIError as exc:
+            if not exc.message.startswith(what):
+                exc.message = f"{what}: {exc.message}"
+            raise
+    return np.stack(images)
+
+
+def _b64decode(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"{what}: not valid base64 ({exc})") from None
+
+
+def _from_validation(exc: ValidationError) -> APIError:
+    """pydantic's errors -> one readable message; syntax errors are 400, the rest 422."""
+    errors = exc.errors(include_url=False, include_input=False)
+    if any(e["type"] == "json_invalid" for e in errors):
+        detail = next(e["msg"] for e in errors if e["type"] == "json_invalid")
+        return MalformedBody(f"the body is not valid JSON: {detail}")
+    parts = []
+    for err in errors[:3]:
+        where = "".join(
+            f"[{p}]" if isinstance(p, int) else f".{p}"
+            for p in err["loc"]
+            if p not in ("base64", "pixels", "batch", "single")
+        )
+        parts.append(f"{where.lstrip('.') or 'body'}: {err['msg']}")
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return InvalidInput("; ".join(parts) + more)
+
+
+def _unsupported(kind: str, accepted: tuple[str, ...]) -> UnsupportedMediaType:
+    got = f"Content-Type {kind!r}" if kind else "no Content-Type"
+    return UnsupportedMediaType(f"{got} is not supported here; send one of: {', '.join(accepted)}")

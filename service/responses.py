@@ -1,0 +1,99 @@
+"""Model outputs -> HTTP responses, in the format the client asked for.
+
+``?format=json|png|npy`` wins (handy in browsers and curl); otherwise the ``Accept`` header
+decides, by quality value; with neither, JSON. PNG renders one image as itself, a batch as one
+grid, and latent codes as a mosaic of their channels. For /reconstruct the per-image MSE rides
+in the JSON body, or in the ``X-Reconstruction-MSE`` header for PNG and .npy.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+from starlette.responses import Response
+
+from service.codecs.images import latent_picture, png_bytes, tile
+from service.codecs.npy import NPY_MEDIA_TYPE, npy_bytes
+from service.errors import NotAcceptable
+from service.http_json import json_response
+
+MSE_HEADER = "X-Reconstruction-MSE"
+
+
+class OutputFormat(str, enum.Enum):
+    json = "json"
+    png = "png"
+    npy = "npy"
+
+
+MEDIA_TYPES = {OutputFormat.json: "application/json", OutputFormat.png: "image/png", OutputFormat.npy: NPY_MEDIA_TYPE}
+_BY_MEDIA_TYPE = {media: fmt for fmt, media in MEDIA_TYPES.items()}
+
+
+def choose_format(requested: OutputFormat | None, accept: str | None) -> OutputFormat:
+    """The explicit ``format`` parameter, else the best match in ``Accept``, else JSON."""
+    if requested is not None:
+        return requested
+    if not accept:
+        return OutputFormat.json
+    best: tuple[float, int, OutputFormat] | None = None
+    for position, part in enumerate(accept.split(",")):
+        media, *params = (p.strip() for p in part.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality <= 0:
+            continue
+        media = media.lower()
+        if media in _BY_MEDIA_TYPE:
+            fmt = _BY_MEDIA_TYPE[media]
+        elif media in ("*/*", "application/*"):
+            fmt = OutputFormat.json
+        elif media == "image/*":
+            fmt = OutputFormat.png
+        else:
+            continue
+        # highest quality wins; ties go to the earlier entry
+        if best is None or quality > best[0]:
+            best = (quality, position, fmt)
+    if best is None:
+        raise NotAcceptable(
+            f"none of Accept: {accept[:200]!r} can be produced; use application/json, image/png or {NPY_MEDIA_TYPE} "
+            "(or ?format=json|png|npy)"
+        )
+    return best[2]
+
+
+def render_images(images: np.ndarray, fmt: OutputFormat, *, mse: np.ndarray | None = None) -> Response:
+    """(N,1,28,28) float32 in [0,1] -> response; ``mse`` (N,) for /reconstruct."""
+    headers = {MSE_HEADER: ",".join(f"{v:.6g}" for v in mse)} if mse is not None and fmt != OutputFormat.json else None
+    if fmt is OutputFormat.png:
+        picture = images[0, 0] if len(images) == 1 else tile(images[:, 0])
+        return Response(png_bytes(picture), media_type="image/png", headers=headers)
+    return _render_array(images, fmt, headers, mse=mse)
+
+
+def render_latents(latents: np.ndarray, fmt: OutputFormat) -> Response:
+    """(N,16,7,7) float32 -> response; as PNG, each code is a mosaic of its 16 channels."""
+    if fmt is OutputFormat.png:
+        mosaics = np.stack([latent_picture(z) for z in latents])
+        picture = mosaics[0] if len(mosaics) == 1 else tile(mosaics)
+        return Response(png_bytes(picture), media_type="image/png")
+    return _render_array(latents, fmt, None)
+
+
+def _render_array(
+    array: np.ndarray, fmt: OutputFormat, headers: dict[str, str] | None, *, mse: np.ndarray | None = None
+) -> Response:
+    if fmt is OutputFormat.npy:
+        return Response(npy_bytes(array), media_type=NPY_MEDIA_TYPE, headers=headers)
+    body: dict[str, object] = {"shape": list(array.shape), "dtype": "float32", "data": array}
+    if mse is not None:
+        body["mse"] = mse
+    return json_response(body, headers=headers)

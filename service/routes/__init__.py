@@ -1,0 +1,1 @@
+"""HTTP routes: inference (encode, decode, reconstruct) and operations (health, readiness, model, metrics)."""

@@ -1,0 +1,68 @@
+"""GET /healthz, /readyz, /model and /metrics: for probes, operators and Prometheus."""
+
+from __future__ import annotations
+
+import platform
+
+import fastapi
+import numpy as np
+import torch
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from service.deps import CheckpointDep, StateDep
+from service.errors import error_response
+from service.schemas import ErrorResponse, HealthResponse, ModelInfo, ReadyResponse
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness: the process is up", response_model=HealthResponse)
+async def healthz() -> HealthResponse:
+    return HealthResponse()
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: 200 once the model is loaded and warm; 503 before, and while draining",
+    response_model=ReadyResponse,
+    responses={503: {"model": ErrorResponse, "description": "loading or draining"}},
+)
+async def readyz(state: StateDep) -> ReadyResponse | Response:
+    if not state.ready or state.draining:
+        return error_response(503, "not_ready", f"the service is {state.status}", {"retry-after": "1"})
+    return ReadyResponse(ready=True, status="ready")
+
+
+@router.get("/model", summary="What is being served: architecture, checkpoint, recorded metrics, device, versions",
+            response_model=ModelInfo)  # fmt: skip
+async def model_info(state: StateDep, checkpoint: CheckpointDep) -> ModelInfo:
+    config = checkpoint.config
+    settings = state.settings
+    return ModelInfo(
+        architecture=config.to_dict(),
+        parameters=sum(p.numel() for p in checkpoint.model.parameters()),
+        checkpoint=str(checkpoint.path),
+        checkpoint_sha256=checkpoint.sha256,
+        metrics=checkpoint.metrics,
+        training={k: v for k, v in checkpoint.metadata.get("training", {}).items() if k != "history"},
+        created_at=checkpoint.metadata.get("created_at"),
+        device=str(state.device),
+        input_shape=list(config.image_shape),
+        latent_shape=list(config.latent_shape),
+        versions={
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "fastapi": fastapi.__version__,
+            "checkpoint_torch": str(checkpoint.metadata.get("torch_version", "unknown")),
+        },
+        batching={"max_batch_images": settings.max_batch_images, "max_wait_ms": settings.max_wait_ms},
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
+async def metrics(state: StateDep) -> Response:
+    state.metrics.queue_images.set(state.batcher.queued_images if state.batcher else 0)
+    return Response(state.metrics.render(), media_type=state.metrics.content_type)

@@ -1,0 +1,46 @@
+"""All service settings in one place, read from the environment with the ``MNIST_AE_`` prefix.
+
+MNIST_AE_CHECKPOINT=weights/autoencoder.safetensors MNIST_AE_MAX_BATCH_IMAGES=512 python -m service
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = REPO_ROOT / "weights" / "autoencoder.safetensors"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MNIST_AE_", env_file=None, extra="ignore", frozen=True)
+
+    # model
+    checkpoint: Path = Field(DEFAULT_CHECKPOINT, description="safetensors checkpoint (its .json beside it)")
+    device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:1")
+    warmup_batches: int = Field(3, ge=0, le=100, description="forward passes run before readiness turns true")
+
+    # micro-batching
+    max_batch_images: int = Field(256, ge=1, le=65536, description="images gathered into one forward pass")
+    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits to fill up")
+    max_queue_images: int = Field(16384, ge=1, description="images waiting at most; beyond it requests get 503")
+
+    # request limits
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body, enforced while read")
+    max_images_per_request: int = Field(1024, ge=1, description="images or latents in one request")
+    max_image_pixels: int = Field(1_000_000, ge=784, description="decoded pixels per image (decompression bombs)")
+    body_timeout_s: float = Field(30.0, gt=0, description="longest wait for the next chunk of a request body")
+
+    # logs
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()

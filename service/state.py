@@ -1,0 +1,33 @@
+"""What the running service holds: settings, metrics, the loaded model and its batcher, and readiness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from service.batcher import MicroBatcher
+from service.checkpoint import Checkpoint
+from service.metrics import Metrics
+from service.settings import Settings
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    metrics: Metrics
+    checkpoint: Checkpoint | None = None
+    device: torch.device | None = None
+    batcher: MicroBatcher | None = None
+    ready: bool = False  # loaded and warmed up
+    draining: bool = False  # shutting down: finishing accepted requests, taking no new ones
+
+    @property
+    def status(self) -> str:
+        if self.draining:
+            return "draining"
+        return "ready" if self.ready else "loading"
+
+    def set_ready(self, ready: bool) -> None:
+        self.ready = ready
+        self.metrics.ready.set(1 if ready else 0)

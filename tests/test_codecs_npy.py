@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from service.codecs.npy import npy_bytes, read_npy
+from service.errors import InvalidInput, MalformedBody, PayloadTooLarge
+
+
+def save(array: np.ndarray, **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, **kwargs)
+    return buffer.getvalue()
+
+
+def test_round_trip() -> None:
+    array = np.random.default_rng(0).random((3, 28, 28), dtype=np.float32)
+    np.testing.assert_array_equal(read_npy(npy_bytes(array), max_elements=10**6), array)
+
+
+def test_fortran_order_loads_with_the_right_values() -> None:
+    array = np.asfortranarray(np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28))
+    blob = save(array)
+    assert b"'fortran_order': True" in blob
+    np.testing.assert_array_equal(read_npy(blob, max_elements=10**6), array)
+
+
+def test_big_endian_floats_load() -> None:
+    array = np.linspace(0, 1, 784, dtype=">f4").reshape(28, 28)
+    np.testing.assert_array_equal(read_npy(save(array), max_elements=10**6), array)
+
+
+def test_object_arrays_are_refused_without_unpickling() -> None:
+    blob = save(np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(InvalidInput, match=r"holds Python objects; pickled \.npy data is never loaded"):
+        read_npy(blob, max_elements=10**6)
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "U5", "datetime64[s]"])
+def test_non_numeric_dtypes_are_refused(dtype: str) -> None:
+    with pytest.raises(InvalidInput, match="is not supported"):
+        read_npy(save(np.zeros(4, dtype=dtype)), max_elements=10**6)
+
+
+def test_structured_dtypes_are_refused() -> None:
+    with pytest.raises(InvalidInput, match="is not supported"):
+        read_npy(save(np.zeros(2, dtype=[("a", "f4"), ("b", "f4")])), max_elements=10**6)
+
+
+def test_huge_declared_shape_is_refused_before_allocating() -> None:
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 28, 28), np.float32))
+    header["shape"] = (100_000_000, 28, 28)  # 314 GB declared, 64 bytes sent
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    with pytest.raises(PayloadTooLarge, match=r"declares shape \(100000000, 28, 28\)"):
+        read_npy(buffer.getvalue() + b"\0" * 64, max_elements=10**6)
+
+
+def test_mangled_header_is_malformed() -> None:
+    blob = save(np.zeros((1, 28, 28), np.float32)).replace(b"(1, 28, 28)", b"(1, 28, 28(")
+    with pytest.raises(MalformedBody, match=r"not a valid \.npy file"):
+        read_npy(blob, max_elements=10**6)
+
+
+def test_body_shorter_or_longer_than_declared_is_malformed() -> None:
+    blob = save(np.zeros((2, 28, 28), np.float32))
+    with pytest.raises(MalformedBody, match="but the body holds"):
+        read_npy(blob[:-10], max_elements=10**6)
+    with pytest.raises(MalformedBody, match="but the body holds"):
+        read_npy(blob + b"extra", max_elements=10**6)
+
+
+def test_garbage_is_malformed() -> None:
+    for blob in (b"", b"not npy at all", b"\x93NUMPY\x01\x00\xff\xff{'descr'"):
+        with pytest.raises(MalformedBody, match=r"not a valid \.npy file"):
+            read_npy(blob, max_elements=10**6)
