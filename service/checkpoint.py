@@ -100,8 +100,12 @@ def save_checkpoint(
     training: dict[str, Any] | None = None,
     dataset: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    source_commit: str | None = None,
 ) -> dict[str, Any]:
     """Write ``path`` (safetensors) and its metadata JSON atomically; return the metadata.
+
+    ``source_commit`` is the git commit of the code that produced the weights (training reads
+    it when it starts); by default, the commit checked out now.
 
     Each file is written to a temporary name and renamed into place, so an interrupted
     save never leaves a half-written checkpoint where a good one was.
@@ -123,7 +127,7 @@ def save_checkpoint(
         "dataset": dataset or {},
         "metrics": metrics or {},
         "torch_version": torch.__version__,
-        "git_commit": git_commit(),
+        "git_commit": source_commit or git_commit(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_bytes(weights_path, blob)

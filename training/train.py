@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from service.checkpoint import DEFAULT_WEIGHTS_NAME, CheckpointError, save_checkpoint
+from service.checkpoint import DEFAULT_WEIGHTS_NAME, CheckpointError, git_commit, save_checkpoint
 from service.device import resolve_device
 from service.fileio import atomic_write_bytes
 from service.model import AutoEncoder, ModelConfig
@@ -312,6 +312,7 @@ def run(
 ) -> int:
     """Train per ``recipe`` and write the outputs to ``out``; returns the process exit code."""
     started = time.perf_counter()
+    source_commit = git_commit()  # the code that runs now, even if the tree changes during training
     torch.manual_seed(recipe.seed)
     model = AutoEncoder().to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
@@ -403,6 +404,7 @@ def run(
             "history": history,
         },
         dataset={"name": "MNIST", "md5": MNIST_MD5, "fallback_source": HUB_REQUIREMENT},
+        source_commit=source_commit,
         metrics={
             "test_mse": final.mse,
             "test_psnr": final.psnr,

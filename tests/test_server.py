@@ -1,0 +1,135 @@
+"""Against a real uvicorn process serving the shipped model, with real PNG files of real MNIST digits."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from service.checkpoint import load_checkpoint, metadata_path_for
+from tests.conftest import SHIPPED_WEIGHTS, LiveServer, image_file, npy, start_server, stop_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def shipped_model() -> torch.nn.Module:
+    return load_checkpoint(SHIPPED_WEIGHTS).model
+
+
+def model_says(model: torch.nn.Module, digits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = torch.from_numpy(digits).float().div(255).unsqueeze(1)
+    with torch.inference_mode():
+        latents = model.encode(x)
+        recon = model.reconstruct(x)
+    mse = (recon - x).pow(2).flatten(1).mean(1)
+    return latents.numpy(), recon.numpy(), mse.numpy()
+
+
+def test_png_files_of_real_digits_match_the_in_process_model(
+    live_server: LiveServer, test_digits: np.ndarray, shipped_model: torch.nn.Module, tmp_path: Path
+) -> None:
+    digits = test_digits[:8]
+    paths = []
+    for i, digit in enumerate(digits):
+        path = tmp_path / f"digit_{i}.png"
+        path.write_bytes(image_file(digit))
+        paths.append(path)
+    latents, recon, mse = model_says(shipped_model, digits)
+    files = [("file", (p.name, p.open("rb"), "image/png")) for p in paths]
+    response = httpx.post(f"{live_server.url}/reconstruct", files=files, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    np.testing.assert_allclose(np.array(body["data"], np.float32), recon, atol=1e-5)
+    np.testing.assert_allclose(body["mse"], mse, rtol=1e-4, atol=1e-7)
+    recorded = json.loads(metadata_path_for(SHIPPED_WEIGHTS).read_text())["metrics"]["test_mse"]
+    assert np.mean(body["mse"]) < 3 * recorded, "real digits reconstruct about as well as on the test set"
+
+    encoded = httpx.post(f"{live_server.url}/encode", params={"format": "npy"}, content=paths[0].read_bytes(),
+                         headers={"content-type": "image/png"})  # fmt: skip
+    np.testing.assert_allclose(np.load(io.BytesIO(encoded.content)), latents[:1], atol=1e-5)
+
+
+def test_decode_and_png_output(live_server: LiveServer, test_digits: np.ndarray) -> None:
+    latents = httpx.post(f"{live_server.url}/encode", content=npy(test_digits[:2]),
+                         headers={"content-type": "application/x-npy"}).json()  # fmt: skip
+    picture = httpx.post(f"{live_server.url}/decode", params={"format": "png"}, json={"latents": latents["data"]})
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    assert picture.content.startswith(b"\x89PNG")
+
+
+@pytest.mark.anyio
+async def test_concurrent_clients_each_get_their_own_answer(
+    live_server: LiveServer, test_digits: np.ndarray, shipped_model: torch.nn.Module
+) -> None:
+    _, recon, mse = model_says(shipped_model, test_digits)
+    headers = {"content-type": "image/png", "accept": "application/x-npy"}
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as client:
+        responses = await asyncio.gather(
+            *(client.post("/reconstruct", content=image_file(d), headers=headers) for d in test_digits)
+        )
+    for i, response in enumerate(responses):
+        assert response.status_code == 200
+        np.testing.assert_allclose(np.load(io.BytesIO(response.content))[0], recon[i], atol=1e-5)
+        assert float(response.headers["x-reconstruction-mse"]) == pytest.approx(float(mse[i]), rel=1e-4)
+    metrics = httpx.get(f"{live_server.url}/metrics").text
+    assert 'mnist_ae_http_requests_total{method="POST",route="/reconstruct",status="200"}' in metrics
+
+
+def test_streamed_body_over_the_limit_is_cut_off(live_server: LiveServer) -> None:
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(64):  # 8 MiB offered; the server takes 4 MiB
+            yield b"\0" * (128 * 1024)
+
+    try:
+        response = httpx.post(f"{live_server.url}/encode", content=chunks(), headers={"content-type": "image/png"})
+    except httpx.TransportError:
+        pytest.fail("the server should answer 413, not drop the connection")
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert httpx.get(f"{live_server.url}/readyz").status_code == 200
+
+
+def test_logs_are_json_lines_with_the_request_id(live_server: LiveServer) -> None:
+    response = httpx.get(f"{live_server.url}/healthz", headers={"x-request-id": "trace-me-42"})
+    assert response.headers["x-request-id"] == "trace-me-42"
+    for _ in range(50):
+        entries = [json.loads(line) for line in live_server.log_lines() if line.startswith("{")]
+        mine = [e for e in entries if e.get("request_id") == "trace-me-42"]
+        if mine:
+            break
+        time.sleep(0.05)
+    assert mine and mine[0]["path"] == "/healthz" and mine[0]["status"] == 200
+    assert any(e["message"].startswith("ready") for e in entries)
+
+
+def test_openapi_and_docs_are_served(live_server: LiveServer) -> None:
+    assert httpx.get(f"{live_server.url}/docs").status_code == 200
+    assert "/reconstruct" in httpx.get(f"{live_server.url}/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize("problem", ["missing", "tampered"])
+def test_a_bad_checkpoint_stops_startup_with_one_clear_line(problem: str, tmp_path: Path) -> None:
+    weights = tmp_path / "autoencoder.safetensors"
+    if problem == "tampered":
+        weights.write_bytes(SHIPPED_WEIGHTS.read_bytes()[:-8] + b"\0" * 8)
+        metadata_path_for(weights).write_text(metadata_path_for(SHIPPED_WEIGHTS).read_text())
+    with pytest.raises(RuntimeError, match="exited with 2") as info:
+        start_server(tmp_path / "log", {"MNIST_AE_CHECKPOINT": str(weights)}, timeout_s=30)
+    output = str(info.value).split("\n", 1)[1].strip().splitlines()
+    assert len(output) == 1, output
+    assert output[0].startswith(f"error: cannot start: checkpoint {weights}")
+    assert ("file not found" if problem == "missing" else "sha256") in output[0]
+
+
+def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "log", {"MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS)})
+    assert stop_server(server, timeout_s=30) == 0
+    assert any("stopped" in line for line in server.log_lines())
