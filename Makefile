@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= runs
 ARGS ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: setup test lint typecheck train evaluate data clean
+.PHONY: setup serve test lint typecheck train evaluate data clean
 
 setup: $(STAMP)
 
@@ -15,6 +17,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
+
+serve: setup
+	$(PY) -m service --host $(HOST) --port $(PORT)
 
 test: setup
 	$(PY) -m ruff check service training tests bench

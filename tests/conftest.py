@@ -5,15 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +17,7 @@ import torch
 from fastapi import FastAPI
 from PIL import Image
 
+from bench.harness import LiveServer, start_server, stop_server
 from service.checkpoint import save_checkpoint
 from service.main import create_app
 from service.model import AutoEncoder
@@ -127,50 +121,6 @@ async def api(tiny_checkpoint: Path) -> AsyncIterator[httpx.AsyncClient]:
 
 
 # --- the service as a real uvicorn process ------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class LiveServer:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_lines(self) -> list[str]:
-        return self.log_path.read_text().splitlines()
-
-
-def start_server(log_path: Path, env: dict[str, str], timeout_s: float = 60.0) -> LiveServer:
-    """``python -m service`` on a free loopback port; returns once /readyz answers 200."""
-    port = free_port()
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env={**os.environ, "MNIST_AE_LOG_FORMAT": "json", **env}, stdout=log_file, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return LiveServer(url, process, log_path)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"server not ready in {timeout_s} s:\n{log_path.read_text()}")
-
-
-def stop_server(server: LiveServer, timeout_s: float = 30.0) -> int:
-    server.process.send_signal(signal.SIGTERM)
-    return server.process.wait(timeout_s)
 
 
 @pytest.fixture(scope="session")

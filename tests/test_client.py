@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from bench.harness import LiveServer
 from service.checkpoint import load_checkpoint
 from service.client import AsyncAutoencoderClient, AutoencoderClient, ServiceError
-from tests.conftest import SHIPPED_WEIGHTS, LiveServer
+from tests.conftest import SHIPPED_WEIGHTS
 
 pytestmark = pytest.mark.slow
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from bench.harness import LiveServer, start_server, stop_server
 from service.checkpoint import load_checkpoint, metadata_path_for
-from tests.conftest import SHIPPED_WEIGHTS, LiveServer, image_file, npy, start_server, stop_server
+from tests.conftest import SHIPPED_WEIGHTS, image_file, npy
 
 pytestmark = pytest.mark.slow
 
@@ -131,5 +133,6 @@ def test_a_bad_checkpoint_stops_startup_with_one_clear_line(problem: str, tmp_pa
 
 def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
     server = start_server(tmp_path / "log", {"MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS)})
-    assert stop_server(server, timeout_s=30) == 0
-    assert any("stopped" in line for line in server.log_lines())
+    # uvicorn finishes its graceful shutdown, then re-raises the signal: "killed by SIGTERM" is a clean exit
+    assert stop_server(server, timeout_s=30) in (0, -signal.SIGTERM)
+    assert any("stopped (all accepted requests answered)" in line for line in server.log_lines())

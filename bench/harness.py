@@ -1,0 +1,77 @@
+"""Start and stop the service as a real process on a free loopback port (used by bench/ and tests/)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text().splitlines()
+
+
+def start_server(
+    log_path: Path,
+    env: dict[str, str],
+    *,
+    command: Sequence[str] = ("-m", "service"),
+    ready_path: str = "/readyz",
+    timeout_s: float = 60.0,
+) -> LiveServer:
+    """Run ``python <command> --host 127.0.0.1 --port <free>``; return once ``ready_path`` answers 200.
+
+    Output goes to ``log_path`` (a pipe could fill up and stall the server).
+    """
+    port = free_port()
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, *command, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO, env={**os.environ, "MNIST_AE_LOG_FORMAT": "json", **env},
+            stdout=log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}{ready_path}", timeout=1).status_code == 200:
+                return LiveServer(url, process, log_path)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"server not ready in {timeout_s} s:\n{log_path.read_text()}")
+
+
+def stop_server(server: LiveServer, timeout_s: float = 30.0) -> int:
+    """SIGTERM, then wait; returns the exit code."""
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        return server.process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        raise

@@ -1,0 +1,33 @@
+"""Write one benchmark's section of BENCHMARKS.md, between its own markers, leaving the others."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+
+import torch
+
+from bench.harness import REPO
+
+BENCHMARKS = REPO / "BENCHMARKS.md"
+HEADER = "# Benchmarks\n\nEach section is written by the command shown in it; numbers from one run on one machine.\n"
+
+
+def machine() -> str:
+    cores = len(os.sched_getaffinity(0))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    return (f"{platform.processor() or platform.machine()}, {cores} cores, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, commit {commit.strip() or 'unknown'}")  # fmt: skip
+
+
+def write_section(name: str, command: str, body: str) -> None:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    section = f"{start}\n{body.strip()}\n\nReproduce: `{command}`  \nMachine: {machine()}\n{end}"
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    BENCHMARKS.write_text(text)
+    print(section, file=sys.stdout)

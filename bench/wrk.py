@@ -1,0 +1,59 @@
+"""Run wrk (a C load generator, in its own process) against a loopback URL and parse its summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+SCRIPT = Path(__file__).with_name("post.lua")
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    seconds: float
+    non_2xx: int
+    socket_errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def require_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit("wrk is not installed: `apt-get install -y wrk` (or `make bench-deps`)")
+    return path
+
+
+def run_wrk(
+    url: str, body: Path, *, content_type: str, connections: int, seconds: float, max_requests: int = 0,
+    accept: str | None = None, threads: int = 1,
+) -> LoadResult:  # fmt: skip
+    """POST ``body`` to ``url`` from ``connections`` keep-alive connections; stops after ``seconds``
+    or after ``max_requests`` responses, whichever comes first."""
+    if not url.startswith(("http://127.0.0.1", "http://[::1]", "http://localhost")):
+        raise ValueError(f"load is only ever sent to loopback, not {url}")
+    env = {**os.environ, "BODY_FILE": str(body), "CONTENT_TYPE": content_type,
+           "MAX_REQUESTS": str(max_requests // threads if max_requests else 0)}  # fmt: skip
+    if accept:
+        env["ACCEPT"] = accept
+    cmd = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
+           "-s", str(SCRIPT), url]  # fmt: skip
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))
+    data = json.loads(line.removeprefix("WRK_JSON "))
+    return LoadResult(
+        requests=data["requests"], seconds=data["duration_us"] / 1e6, non_2xx=data["non_2xx"],
+        socket_errors=data["socket_errors"], p50_ms=data["p50_us"] / 1000, p90_ms=data["p90_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000, max_ms=data["max_us"] / 1000,
+    )  # fmt: skip
