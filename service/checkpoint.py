@@ -114,8 +114,9 @@ def save_checkpoint(
     if weights_path.suffix != ".safetensors":
         raise ValueError(f"checkpoint path must end in .safetensors, got {weights_path}")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    # a tiny copy of the identity inside the weights file too, so it is recognisable alone
-    blob = safetensors.torch.save(state, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    # no header metadata: safetensors writes a metadata map in hash order, which would make the
+    # bytes (and the sha256) of identical weights differ from one save to the next
+    blob = safetensors.torch.save(state)
     metadata: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
