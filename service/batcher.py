@@ -3,8 +3,10 @@ them into forward passes of up to ``max_batch_images`` and splits the results ba
 
 - Decoding happens before :meth:`MicroBatcher.submit`, so a bad request fails alone, in its
   own handler, and never reaches a batch.
-- A batch closes when it is full or when its oldest request has waited ``max_wait_s``. Under
-  load the previous forward pass takes longer than that, so batches form without any waiting.
+- A batch closes when it is full, when its oldest request has waited ``max_wait_s``, or as soon
+  as no other request is on its way (being read or decoded: see :meth:`MicroBatcher.arrival`).
+  So a lone client pays no wait at all, and under load the previous forward pass takes longer
+  than ``max_wait_s`` anyway, so batches form without any waiting.
 - Forward passes run in one dedicated thread, off the event loop, one at a time.
 - If a forward pass raises, only the requests in that batch fail (500); the worker goes on.
 - A request cancelled while queued (its client went away) is dropped from the batch.
@@ -15,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -61,6 +64,7 @@ class MicroBatcher:
         self.metrics = metrics
         self._pending: collections.deque[_Job] = collections.deque()
         self._queued_images = 0
+        self._arriving = 0  # requests being read or decoded, which will submit soon
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -70,6 +74,17 @@ class MicroBatcher:
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
+
+    @contextlib.asynccontextmanager
+    async def arrival(self) -> AsyncIterator[None]:
+        """Wrap the reading and decoding of a request that will :meth:`submit`: while any request is
+        on its way, a forming batch waits for it (up to ``max_wait_s``); when none is, it runs at once."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
+            self._wakeup.set()
 
     async def submit(self, op: Op, inputs: np.ndarray) -> Result:
         """Queue ``inputs`` (n rows) for ``op`` and wait for its n rows of results."""
@@ -128,9 +143,10 @@ class MicroBatcher:
                 await self._execute(jobs)
 
     async def _wait_for_more(self) -> None:
-        """Let the batch fill until it is full or its oldest job has waited ``max_wait_s``."""
+        """Let the batch fill while requests are on their way, until it is full or its oldest job
+        has waited ``max_wait_s``."""
         deadline = self._pending[0].enqueued_at + self.max_wait_s
-        while self._queued_images < self.max_batch_images and not self._closed:
+        while self._arriving and self._queued_images < self.max_batch_images and not self._closed:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return

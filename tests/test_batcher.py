@@ -161,3 +161,35 @@ async def test_close_finishes_accepted_work_then_refuses_new_work() -> None:
     assert all(task.done() and not task.exception() for task in accepted)
     with pytest.raises(NotReady, match="shutting down"):
         await batcher.submit(Op.ENCODE, images(1))
+
+
+async def test_a_lone_request_does_not_wait_for_company() -> None:
+    predictor = RecordingPredictor()
+    batcher = make(predictor, max_wait_s=60.0)  # waiting for the deadline would time this test out
+    (out,) = await asyncio.wait_for(batcher.submit(Op.ENCODE, images(1)), timeout=10)
+    np.testing.assert_array_equal(out, images(2))
+    await batcher.close(5)
+
+
+async def test_a_batch_waits_for_requests_still_being_decoded() -> None:
+    predictor = RecordingPredictor()
+    batcher = make(predictor, max_wait_s=60.0)
+    decoding = asyncio.Event()
+    done_decoding = asyncio.Event()
+
+    async def slow_request() -> np.ndarray:
+        async with batcher.arrival():
+            decoding.set()
+            await done_decoding.wait()  # stands for reading and decoding a body
+        (out,) = await batcher.submit(Op.ENCODE, images(2))
+        return out
+
+    slow = asyncio.create_task(slow_request())
+    await decoding.wait()
+    fast = asyncio.create_task(batcher.submit(Op.ENCODE, images(1)))
+    await asyncio.sleep(0.05)
+    assert predictor.batches == [], "the queued request waits while another is on its way"
+    done_decoding.set()
+    await asyncio.wait_for(asyncio.gather(slow, fast), timeout=10)
+    assert [rows for _, rows in predictor.batches] == [[1.0, 2.0]], "both went in one forward pass"
+    await batcher.close(5)

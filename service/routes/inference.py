@@ -21,7 +21,8 @@ async def encode(
     resize: ResizeQuery = False, output_format: FormatQuery = None,
 ) -> Response:  # fmt: skip
     fmt = choose_format(output_format, request.headers.get("accept"))
-    images = await read_images(request, settings, size=checkpoint.config.image_size, resize=resize)
+    async with batcher.arrival():
+        images = await read_images(request, settings, size=checkpoint.config.image_size, resize=resize)
     (latents,) = await batcher.submit(Op.ENCODE, images)
     return render_latents(latents, fmt)
 
@@ -33,7 +34,8 @@ async def decode(
     output_format: FormatQuery = None,
 ) -> Response:  # fmt: skip
     fmt = choose_format(output_format, request.headers.get("accept"))
-    latents = await read_latents(request, settings, latent_shape=checkpoint.config.latent_shape)
+    async with batcher.arrival():
+        latents = await read_latents(request, settings, latent_shape=checkpoint.config.latent_shape)
     (images,) = await batcher.submit(Op.DECODE, latents)
     return render_images(images, fmt)
 
@@ -45,6 +47,7 @@ async def reconstruct(
     resize: ResizeQuery = False, output_format: FormatQuery = None,
 ) -> Response:  # fmt: skip
     fmt = choose_format(output_format, request.headers.get("accept"))
-    images = await read_images(request, settings, size=checkpoint.config.image_size, resize=resize)
+    async with batcher.arrival():
+        images = await read_images(request, settings, size=checkpoint.config.image_size, resize=resize)
     reconstructions, mse = await batcher.submit(Op.RECONSTRUCT, images)
     return render_images(reconstructions, fmt, mse=mse)
