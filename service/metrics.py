@@ -45,6 +45,19 @@ class Metrics:
         self.batch_failures = Counter("mnist_ae_batch_failures", "Forward passes that raised", ["op"], registry=r)
         self.queue_images = Gauge("mnist_ae_queue_images", "Images waiting for a forward pass", registry=r)
         self.ready = Gauge("mnist_ae_ready", "1 when the model is loaded and warm", registry=r)
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request; the labelled children are cached (``labels()`` is slow)."""
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.request_seconds.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

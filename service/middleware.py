@@ -11,10 +11,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import re
+import sys
 import time
-import uuid
+from collections.abc import AsyncIterator
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,7 +28,23 @@ from service.metrics import Metrics
 
 log = logging.getLogger("service.access")
 
-REQUEST_ID_HEADER = "x-request-id"
+if sys.version_info >= (3, 11):
+    _timeout = asyncio.timeout  # a deadline on the running task: no extra task per receive()
+else:  # pragma: no cover
+
+    @contextlib.asynccontextmanager
+    async def _timeout(seconds: float) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
+        try:
+            yield
+        except asyncio.CancelledError:
+            raise TimeoutError from None
+        finally:
+            handle.cancel()
+
+
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -40,9 +59,14 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        incoming_id = headers.get(REQUEST_ID_HEADER, "")
-        request_id = incoming_id if _SANE_REQUEST_ID.match(incoming_id) else uuid.uuid4().hex
+        incoming_id, declared = "", None
+        for name, value in scope["headers"]:  # ASGI servers lower-case header names
+            if name == b"x-request-id":
+                incoming_id = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = value.decode("latin-1")
+        # ids need to be unique, not secret: no syscall per request as uuid4 would make
+        request_id = incoming_id if _SANE_REQUEST_ID.match(incoming_id) else f"{random.getrandbits(128):032x}"
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -57,7 +81,6 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            declared = headers.get("content-length")
             refusal = self._refuse_declared_length(declared) if declared is not None else None
             if refusal is not None:
                 await refusal(scope, receive, send_with_id)
@@ -67,8 +90,7 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.in_flight.dec()
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.request_seconds.labels(route).observe(elapsed)
+            self.metrics.observe_request(route, scope["method"], status, elapsed)
             log.info(
                 "%s %s %d %.1fms",
                 scope["method"], scope["path"], status, elapsed * 1000,
@@ -99,8 +121,9 @@ class RequestContextMiddleware:
             if body_done:
                 return await receive()  # later calls only wait for a disconnect: no timeout
             try:
-                message = await asyncio.wait_for(receive(), timeout=self.body_timeout_s)
-            except asyncio.TimeoutError:
+                async with _timeout(self.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
                 raise RequestTimeout(
                     f"the request body stalled: no data for {self.body_timeout_s:g} s", headers={"connection": "close"}
                 ) from None

@@ -19,6 +19,20 @@ from service.schemas import (
 )
 
 _BINARY = {"type": "string", "format": "binary"}
+_FORMAT_PARAMETER = {
+    "name": "format",
+    "in": "query",
+    "required": False,
+    "description": "output format; overrides the Accept header (default: JSON)",
+    "schema": {"type": "string", "enum": ["json", "png", "npy"]},
+}
+_RESIZE_PARAMETER = {
+    "name": "resize",
+    "in": "query",
+    "required": False,
+    "description": "scale images that are not 28x28 to 28x28 instead of refusing them (422)",
+    "schema": {"type": "boolean", "default": False},
+}
 
 
 def _schema(model: Any) -> dict[str, Any]:
@@ -28,6 +42,7 @@ def _schema(model: Any) -> dict[str, Any]:
 
 
 IMAGES_BODY: dict[str, Any] = {
+    "parameters": [_RESIZE_PARAMETER, _FORMAT_PARAMETER],
     "requestBody": {
         "required": True,
         "description": "One or more 28x28 grayscale images, white digit on black. Colour is converted to gray; "
@@ -55,10 +70,11 @@ IMAGES_BODY: dict[str, Any] = {
                 "or (N,1,28,28)",
             },
         },
-    }
+    },
 }
 
 LATENTS_BODY: dict[str, Any] = {
+    "parameters": [_FORMAT_PARAMETER],
     "requestBody": {
         "required": True,
         "description": "Latent codes of shape (16,7,7) or (N,16,7,7), as produced by /encode.",
@@ -69,7 +85,7 @@ LATENTS_BODY: dict[str, Any] = {
             },
             NPY_MEDIA_TYPE: {"schema": _BINARY, "description": "a float32 .npy array, (16,7,7) or (N,16,7,7)"},
         },
-    }
+    },
 }
 
 _ERRORS: dict[int | str, dict[str, Any]] = {

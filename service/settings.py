@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     checkpoint: Path = Field(DEFAULT_CHECKPOINT, description="safetensors checkpoint (its .json beside it)")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:1")
     warmup_batches: int = Field(3, ge=0, le=100, description="forward passes run before readiness turns true")
+    torch_threads: int = Field(0, ge=0, le=256, description="intra-op threads for the forward pass; 0: torch's default")
+    graph_mode: Literal["trace", "eager"] = Field(
+        "trace", description="trace: each operation runs as one traced graph, without the GIL; eager: plain PyTorch"
+    )
+    gil_switch_interval_ms: float = Field(
+        0.5, gt=0, le=100, description="how soon the event loop hands the GIL to the inference thread (Python: 5)"
+    )
 
     # micro-batching
     max_batch_images: int = Field(256, ge=1, le=65536, description="images gathered into one forward pass")
@@ -34,6 +41,9 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(1024, ge=1, description="images or latents in one request")
     max_image_pixels: int = Field(1_000_000, ge=784, description="decoded pixels per image (decompression bombs)")
     body_timeout_s: float = Field(30.0, gt=0, description="longest wait for the next chunk of a request body")
+
+    # benchmarks
+    enable_noop_route: bool = Field(False, description="mount POST /noop, which only reads the body (HTTP's cost)")
 
     # logs
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -9,7 +9,17 @@ import torch
 from service.batcher import MicroBatcher
 from service.checkpoint import Checkpoint
 from service.metrics import Metrics
+from service.model import ModelConfig
 from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What an inference route needs, in one dependency: built once when the model is loaded."""
+
+    batcher: MicroBatcher
+    settings: Settings
+    config: ModelConfig
 
 
 @dataclass
@@ -19,6 +29,7 @@ class ServiceState:
     checkpoint: Checkpoint | None = None
     device: torch.device | None = None
     batcher: MicroBatcher | None = None
+    serving: Serving | None = None
     ready: bool = False  # loaded and warmed up
     draining: bool = False  # shutting down: finishing accepted requests, taking no new ones
 
