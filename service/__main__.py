@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--graceful-timeout", type=float, default=30.0,
                         help="seconds to finish accepted requests after SIGTERM")  # fmt: skip
+    parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                        help="event loop; auto picks uvloop when installed")  # fmt: skip
+    parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto",
+                        help="HTTP parser; auto picks httptools when installed")  # fmt: skip
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -40,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         timeout_graceful_shutdown=args.graceful_timeout,
         proxy_headers=False,
+        loop=args.loop,
+        http=args.http,
     )
     return 0
 

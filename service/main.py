@@ -69,11 +69,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     async def warm_up() -> None:
         seconds = await asyncio.to_thread(predictor.warmup, settings.warmup_batches, settings.max_batch_images)
-        # everything allocated so far (torch, FastAPI, the model) lives as long as the process:
-        # freezing it keeps full garbage collections from walking it again, which cost ~100 ms
-        # pauses under load (measured: p99 of /healthz at 64 clients 117 ms -> see BENCHMARKS.md)
-        gc.collect()
-        gc.freeze()
+        if settings.gc_freeze:
+            # everything allocated so far (torch, FastAPI, the model) lives as long as the process:
+            # freezing it keeps full collections from walking it again, pauses of ~100 ms under load
+            gc.collect()
+            gc.freeze()
         state.set_ready(True)
         log.info("ready: warm-up took %.3f s", seconds)
 

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     graph_mode: Literal["trace", "eager"] = Field(
         "trace", description="trace: each operation runs as one traced graph, without the GIL; eager: plain PyTorch"
     )
+    gc_freeze: bool = Field(True, description="after warm-up, exempt start-up objects from garbage collection")
     gil_switch_interval_ms: float = Field(
         0.5, gt=0, le=100, description="how soon the event loop hands the GIL to the inference thread (Python: 5)"
     )

@@ -116,7 +116,16 @@ def ensure_mnist(data_dir: Path | str = DEFAULT_DATA_DIR) -> Path:
 
 def load_mnist(data_dir: Path | str = DEFAULT_DATA_DIR, *, train: bool) -> MnistSplit:
     """Load the training (60k) or test (10k) split as uint8 tensors, fetching it first if needed."""
+    return _read_split(ensure_mnist(data_dir), train)
+
+
+def load_mnist_splits(data_dir: Path | str = DEFAULT_DATA_DIR) -> tuple[MnistSplit, MnistSplit]:
+    """(train, test), verified once."""
     raw = ensure_mnist(data_dir)
+    return _read_split(raw, True), _read_split(raw, False)
+
+
+def _read_split(raw: Path, train: bool) -> MnistSplit:
     images_name, labels_name = SPLIT_FILES[train]
     images = decode_idx((raw / images_name).read_bytes(), raw / images_name)
     labels = decode_idx((raw / labels_name).read_bytes(), raw / labels_name)

@@ -38,7 +38,7 @@ from service.checkpoint import DEFAULT_WEIGHTS_NAME, CheckpointError, git_commit
 from service.device import resolve_device
 from service.fileio import atomic_write_bytes
 from service.model import AutoEncoder, ModelConfig
-from training.data import DEFAULT_DATA_DIR, HUB_REQUIREMENT, MNIST_MD5, DataError, MnistSplit, load_mnist
+from training.data import DEFAULT_DATA_DIR, HUB_REQUIREMENT, MNIST_MD5, DataError, MnistSplit, load_mnist_splits
 from training.evaluate import Evaluation, evaluate, images_to_float
 
 log = logging.getLogger("training")
@@ -322,8 +322,7 @@ def run(
         recipe = Recipe(**{**saved, "epochs": recipe.epochs if epochs_given else saved["epochs"]})
         log.info("resuming from %s after epoch %d of %d", resume, start_epoch, recipe.epochs)
 
-    train = load_mnist(data_dir, train=True)
-    test = load_mnist(data_dir, train=False)
+    train, test = load_mnist_splits(data_dir)
     train_images = train.images[: recipe.limit] if recipe.limit else train.images
     if device.type == "cuda":
         train_images = train_images.to(device)  # 47 MB: the whole set lives on the GPU

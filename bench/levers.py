@@ -1,0 +1,74 @@
+"""What each serving lever is worth: the single-image and 256-image benchmarks with one lever
+turned off at a time, side by side in one run.
+
+    python -m bench.levers          # about 3 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench.harness import start_server, stop_server
+from bench.report import write_section
+from bench.serving import PNG, batch_bodies
+from bench.wrk import run_wrk
+
+# name -> (environment, extra `python -m service` arguments)
+CONFIGS: dict[str, tuple[dict[str, str], list[str]]] = {
+    "all levers (the defaults)": ({}, []),
+    "no micro-batching (batches of 1)": ({"MNIST_AE_MAX_BATCH_IMAGES": "1", "MNIST_AE_MAX_WAIT_MS": "0"}, []),
+    "batch wait 0 ms instead of 2": ({"MNIST_AE_MAX_WAIT_MS": "0"}, []),
+    "batch wait 10 ms instead of 2": ({"MNIST_AE_MAX_WAIT_MS": "10"}, []),
+    "eager PyTorch instead of traced graphs": ({"MNIST_AE_GRAPH_MODE": "eager"}, []),
+    "GIL switch interval 5 ms (Python's default)": ({"MNIST_AE_GIL_SWITCH_INTERVAL_MS": "5"}, []),
+    "no gc.freeze after warm-up": ({"MNIST_AE_GC_FREEZE": "false"}, []),
+    "asyncio loop + h11 parser (no uvloop/httptools)": ({}, ["--loop", "asyncio", "--http", "h11"]),
+    "1 torch thread instead of 2": ({"MNIST_AE_TORCH_THREADS": "1"}, []),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        npy, _, _ = batch_bodies(tmp, 256)
+        for name, (env, extra) in CONFIGS.items():
+            server = start_server(tmp / "server.log", env, command=("-m", "service", *extra))
+            try:
+                url = f"{server.url}/reconstruct"
+                run_wrk(url, PNG, content_type="image/png", connections=64, seconds=2)
+                single = [
+                    run_wrk(url, PNG, content_type="image/png", connections=64, seconds=60, max_requests=args.requests)
+                    for _ in range(args.rounds)
+                ]
+                batch = run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy",
+                                connections=4, seconds=5)  # fmt: skip
+            finally:
+                stop_server(server)
+            rps = statistics.median(r.rps for r in single)
+            p99 = statistics.median(r.p99_ms for r in single)
+            print(f"  {name}: {rps:,.0f} req/s p99 {p99:.1f} ms; batches {batch.rps * 256:,.0f} images/s", flush=True)
+            rows.append((name, rps, p99, batch.rps * 256))
+    base = rows[0]
+    body = "\n".join([
+        "## Serving levers, one at a time",
+        "",
+        f"Single image: one PNG per request to `/reconstruct`, 64 connections, {args.requests:,} requests, median of "
+        f"{args.rounds}. Batches: 256 images per request as `.npy`, 4 connections, 5 s.",
+        "",
+        "| configuration | req/s | vs defaults | p99 ms | batched images/s | vs defaults |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(f"| {n} | {r:,.0f} | {r / base[1]:.2f}x | {p:.1f} | {b:,.0f} | {b / base[3]:.2f}x |" for n, r, p, b in rows),
+    ])  # fmt: skip
+    write_section("levers", "python -m bench.levers", body)
+
+
+if __name__ == "__main__":
+    main()

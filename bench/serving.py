@@ -1,0 +1,217 @@
+"""Serving, side by side in one run: this service against its own no-op endpoint, a peer-style
+FastAPI service, and the raw model; plus cold start and memory.
+
+    python -m bench.serving          # about 4 minutes on 2 CPU cores
+
+1. One PNG per request to /reconstruct, 64 keep-alive connections, 20k requests a run, three
+   rounds interleaved (medians reported), against (a) this server's POST /noop (same server,
+   same middleware, body read, nothing else: HTTP's own cost) and (b) bench/naive_service.py.
+2. 256 images per request, as .npy and as multipart PNG, against the model's own forward pass
+   at batch 256 in-process.
+3. Cold start to /readyz 200, and resident memory across 60k+ requests.
+Load comes from wrk, a separate process, on loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.harness import REPO, LiveServer, start_server, stop_server
+from bench.report import write_section
+from bench.wrk import LoadResult, run_wrk
+from service.checkpoint import load_checkpoint
+from service.settings import DEFAULT_CHECKPOINT
+
+PNG = REPO / "examples" / "seven.png"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def batch_bodies(tmp: Path, n: int) -> tuple[Path, Path, str]:
+    """n real-looking digits as one .npy body and as one multipart body of n PNG files."""
+    digits = np.load(REPO / "examples" / "digits.npy")
+    images = np.resize(digits, (n, 28, 28)).astype(np.uint8)
+    npy = tmp / "batch.npy"
+    buffer = io.BytesIO()
+    np.save(buffer, images, allow_pickle=False)
+    npy.write_bytes(buffer.getvalue())
+    from PIL import Image
+
+    boundary = "benchboundary7d3f"
+    parts = []
+    for i, image in enumerate(images):
+        png = io.BytesIO()
+        Image.fromarray(image).save(png, format="PNG")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n".encode()
+            + png.getvalue()
+            + b"\r\n"
+        )
+    multipart = tmp / "batch.multipart"
+    multipart.write_bytes(b"".join(parts) + f"--{boundary}--\r\n".encode())
+    return npy, multipart, f"multipart/form-data; boundary={boundary}"
+
+
+def raw_forward_images_per_s(batch: int, repeats: int = 50) -> float:
+    """The model alone, in-process: channels_last, inference mode, median of ``repeats`` passes."""
+    model = load_checkpoint(DEFAULT_CHECKPOINT).model.eval().to(memory_format=torch.channels_last)
+    x = torch.rand(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        for _ in range(10):
+            model.reconstruct(x)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model.reconstruct(x)
+            times.append(time.perf_counter() - t)
+    return batch / statistics.median(times)
+
+
+def cold_start_s(tmp: Path, trials: int = 3) -> list[float]:
+    times = []
+    for i in range(trials):
+        t = time.perf_counter()
+        server = start_server(tmp / f"cold{i}.log", {})
+        times.append(time.perf_counter() - t)
+        stop_server(server)
+    return times
+
+
+def single_image_rounds(ours: LiveServer, naive: LiveServer, rounds: int, requests: int) -> dict[str, list[LoadResult]]:
+    targets = {
+        "(a) this server, POST /noop": f"{ours.url}/noop",
+        "this server, POST /reconstruct": f"{ours.url}/reconstruct",
+        "(b) peer-style FastAPI, POST /reconstruct": f"{naive.url}/reconstruct",
+    }
+    results: dict[str, list[LoadResult]] = {name: [] for name in targets}
+    for url in targets.values():  # warm each one up
+        run_wrk(url, PNG, content_type="image/png", connections=64, seconds=2)
+    for r in range(rounds):
+        for name, url in targets.items():
+            result = run_wrk(url, PNG, content_type="image/png", connections=64, seconds=120, max_requests=requests)
+            assert result.non_2xx == 0 and result.socket_errors == 0, (name, result)
+            results[name].append(result)
+            print(f"  round {r + 1} {name}: {result.rps:,.0f} req/s p99 {result.p99_ms:.1f} ms", flush=True)
+    return results
+
+
+def median_of(results: list[LoadResult], attr: str) -> float:
+    return statistics.median(getattr(r, attr) for r in results)
+
+
+def plot(single: dict[str, float], batches: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    left.barh(list(single), list(single.values()), color=["#999", "#2a7", "#c55"])
+    left.set_xlabel("requests/s (one PNG each, 64 connections)")
+    left.set_title("one image per request")
+    right.barh(list(batches), list(batches.values()), color=["#999", "#2a7", "#5a9"])
+    right.set_xlabel("images/s (256 per request)")
+    right.set_title("batches")
+    for ax in (left, right):
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=20_000, help="requests per single-image run")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        npy, multipart, multipart_type = batch_bodies(tmp, 256)
+        cold = cold_start_s(tmp)
+        ours = start_server(tmp / "ours.log", {"MNIST_AE_ENABLE_NOOP_ROUTE": "true"})
+        naive = start_server(tmp / "naive.log", {}, command=("-m", "uvicorn", "bench.naive_service:app"),
+                             ready_path="/healthz")  # fmt: skip
+        try:
+            rss_start = rss_mb(ours.process.pid)
+            single = single_image_rounds(ours, naive, args.rounds, args.requests)
+            rss_after_first = rss_mb(ours.process.pid)
+            extra = run_wrk(f"{ours.url}/reconstruct", PNG, content_type="image/png", connections=64, seconds=120,
+                            max_requests=args.requests)  # fmt: skip
+            rss_end = rss_mb(ours.process.pid)
+            served = sum(r.requests for r in single["this server, POST /reconstruct"]) + extra.requests
+            url = f"{ours.url}/reconstruct"
+            batch_npy = run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy",
+                                connections=4, seconds=10)  # fmt: skip
+            batch_png = run_wrk(url, multipart, content_type=multipart_type, accept="application/x-npy",
+                                connections=4, seconds=10)  # fmt: skip
+            rss_peak = max(rss_end, rss_mb(ours.process.pid))
+        finally:
+            stop_server(ours)
+            stop_server(naive)
+    raw = raw_forward_images_per_s(256)
+
+    noop, mine, peer = (single[k] for k in single)
+    rps = {k: median_of(v, "rps") for k, v in single.items()}
+    rows = [
+        f"| {name} | {rps[name]:,.0f} | {median_of(v, 'p50_ms'):.1f} | {median_of(v, 'p99_ms'):.1f} |"
+        for name, v in single.items()
+    ]
+    ours_rps = median_of(mine, "rps")
+    batches = {
+        "raw model forward, batch 256 (in-process)": raw,
+        "this server, 256 per request as .npy": batch_npy.rps * 256,
+        "this server, 256 PNGs per request (multipart)": batch_png.rps * 256,
+    }
+    plot({k.split(",")[0] if k.startswith("(") else k: v for k, v in rps.items()}, batches,
+         REPO / "bench" / "plots" / "serving.png")  # fmt: skip
+    body = "\n".join([
+        "## Serving on CPU",
+        "",
+        f"### One PNG per request: `/reconstruct`, 64 connections, {args.requests:,} requests a run, "
+        f"median of {args.rounds} interleaved rounds",
+        "",
+        "| target | req/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|",
+        *rows,
+        "",
+        f"- this service reaches **{ours_rps / median_of(noop, 'rps'):.0%} of (a)**, its own no-op endpoint "
+        "(the cost of HTTP alone on this server)",
+        f"- and **{ours_rps / median_of(peer, 'rps'):.1f}x (b)**, the peer-style service "
+        "(Pillow decode, one forward pass per request in the event loop, JSON lists)",
+        f"- p99 latency {median_of(mine, 'p99_ms'):.1f} ms",
+        "",
+        "### 256 images per request (4 connections, 10 s each)",
+        "",
+        "| | images/s | vs raw forward |",
+        "|---|---:|---:|",
+        *(f"| {k} | {v:,.0f} | {v / raw:.0%} |" for k, v in batches.items()),
+        "",
+        "### Start-up and memory",
+        "",
+        f"- cold start, process spawn to `/readyz` 200: {', '.join(f'{t:.2f}' for t in cold)} s "
+        f"(median {statistics.median(cold):.2f} s)",
+        f"- resident memory of the service: {rss_start:.0f} MB idle after warm-up, {rss_after_first:.0f} MB after "
+        f"{args.rounds} single-image rounds, {rss_end:.0f} MB after {served:,} /reconstruct requests in all, "
+        f"{rss_peak:.0f} MB peak with the 256-image batches",
+        "",
+        "![serving throughput](bench/plots/serving.png)",
+    ])  # fmt: skip
+    write_section("serving-cpu", "python -m bench.serving", body)
+
+
+if __name__ == "__main__":
+    main()
