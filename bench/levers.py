@@ -14,7 +14,7 @@ from pathlib import Path
 from bench.harness import start_server, stop_server
 from bench.report import write_section
 from bench.serving import PNG, batch_bodies
-from bench.wrk import run_wrk
+from bench.wrk import run_wrk, run_wrk_for_requests
 
 # name -> (environment, extra `python -m service` arguments)
 CONFIGS: dict[str, tuple[dict[str, str], list[str]]] = {
@@ -43,9 +43,8 @@ def main() -> None:
             server = start_server(tmp / "server.log", env, command=("-m", "service", *extra))
             try:
                 url = f"{server.url}/reconstruct"
-                run_wrk(url, PNG, content_type="image/png", connections=64, seconds=2)
                 single = [
-                    run_wrk(url, PNG, content_type="image/png", connections=64, seconds=60, max_requests=args.requests)
+                    run_wrk_for_requests(url, PNG, requests=args.requests, content_type="image/png", connections=64)
                     for _ in range(args.rounds)
                 ]
                 batch = run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy",

@@ -1,5 +1,5 @@
--- wrk script: POST the file named by $BODY_FILE with $CONTENT_TYPE, stop after $MAX_REQUESTS
--- responses per thread (0 = run for the duration), and print one JSON summary line at the end.
+-- wrk script: POST the file named by $BODY_FILE with $CONTENT_TYPE for the run's duration, and
+-- print one JSON summary line at the end.
 wrk.method = "POST"
 wrk.headers["Content-Type"] = os.getenv("CONTENT_TYPE") or "image/png"
 local accept = os.getenv("ACCEPT")
@@ -7,13 +7,6 @@ if accept then wrk.headers["Accept"] = accept end
 local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
 wrk.body = f:read("*all")
 f:close()
-
-local max_requests = tonumber(os.getenv("MAX_REQUESTS") or "0")
-local seen = 0
-function response(status, headers, body)
-  seen = seen + 1
-  if max_requests > 0 and seen >= max_requests then wrk.thread:stop() end
-end
 
 function done(summary, latency, requests)
   io.write(string.format(

@@ -26,7 +26,7 @@ import torch
 
 from bench.harness import REPO, LiveServer, start_server, stop_server
 from bench.report import write_section
-from bench.wrk import LoadResult, run_wrk
+from bench.wrk import LoadResult, run_wrk, run_wrk_for_requests
 from service.checkpoint import load_checkpoint
 from service.settings import DEFAULT_CHECKPOINT
 
@@ -98,11 +98,9 @@ def single_image_rounds(ours: LiveServer, naive: LiveServer, rounds: int, reques
         "(b) peer-style FastAPI, POST /reconstruct": f"{naive.url}/reconstruct",
     }
     results: dict[str, list[LoadResult]] = {name: [] for name in targets}
-    for url in targets.values():  # warm each one up
-        run_wrk(url, PNG, content_type="image/png", connections=64, seconds=2)
     for r in range(rounds):
         for name, url in targets.items():
-            result = run_wrk(url, PNG, content_type="image/png", connections=64, seconds=120, max_requests=requests)
+            result = run_wrk_for_requests(url, PNG, requests=requests, content_type="image/png", connections=64)
             assert result.non_2xx == 0 and result.socket_errors == 0, (name, result)
             results[name].append(result)
             print(f"  round {r + 1} {name}: {result.rps:,.0f} req/s p99 {result.p99_ms:.1f} ms", flush=True)
@@ -149,8 +147,8 @@ def main() -> None:
             rss_start = rss_mb(ours.process.pid)
             single = single_image_rounds(ours, naive, args.rounds, args.requests)
             rss_after_first = rss_mb(ours.process.pid)
-            extra = run_wrk(f"{ours.url}/reconstruct", PNG, content_type="image/png", connections=64, seconds=120,
-                            max_requests=args.requests)  # fmt: skip
+            extra = run_wrk_for_requests(f"{ours.url}/reconstruct", PNG, requests=args.requests,
+                                         content_type="image/png", connections=64)  # fmt: skip
             rss_end = rss_mb(ours.process.pid)
             served = sum(r.requests for r in single["this server, POST /reconstruct"]) + extra.requests
             url = f"{ours.url}/reconstruct"

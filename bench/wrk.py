@@ -36,15 +36,13 @@ def require_wrk() -> str:
 
 
 def run_wrk(
-    url: str, body: Path, *, content_type: str, connections: int, seconds: float, max_requests: int = 0,
-    accept: str | None = None, threads: int = 1,
+    url: str, body: Path, *, content_type: str, connections: int, seconds: float, accept: str | None = None,
+    threads: int = 1,
 ) -> LoadResult:  # fmt: skip
-    """POST ``body`` to ``url`` from ``connections`` keep-alive connections; stops after ``seconds``
-    or after ``max_requests`` responses, whichever comes first."""
+    """POST ``body`` to ``url`` from ``connections`` keep-alive connections for ``seconds``."""
     if not url.startswith(("http://127.0.0.1", "http://[::1]", "http://localhost")):
         raise ValueError(f"load is only ever sent to loopback, not {url}")
-    env = {**os.environ, "BODY_FILE": str(body), "CONTENT_TYPE": content_type,
-           "MAX_REQUESTS": str(max_requests // threads if max_requests else 0)}  # fmt: skip
+    env = {**os.environ, "BODY_FILE": str(body), "CONTENT_TYPE": content_type}
     if accept:
         env["ACCEPT"] = accept
     cmd = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
@@ -57,3 +55,12 @@ def run_wrk(
         socket_errors=data["socket_errors"], p50_ms=data["p50_us"] / 1000, p90_ms=data["p90_us"] / 1000,
         p99_ms=data["p99_us"] / 1000, max_ms=data["max_us"] / 1000,
     )  # fmt: skip
+
+
+def run_wrk_for_requests(url: str, body: Path, *, requests: int, content_type: str, connections: int,
+                         accept: str | None = None) -> LoadResult:  # fmt: skip
+    """A run long enough for at least ``requests`` requests, sized from a 2-second probe
+    (wrk itself only stops on time)."""
+    probe = run_wrk(url, body, content_type=content_type, connections=connections, seconds=2, accept=accept)
+    seconds = max(5.0, 1.15 * requests / max(probe.rps, 1.0))
+    return run_wrk(url, body, content_type=content_type, connections=connections, seconds=seconds, accept=accept)

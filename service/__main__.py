@@ -6,12 +6,48 @@ Other settings come from ``MNIST_AE_*`` environment variables (see service/setti
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import threading
+from types import FrameType
 
 import uvicorn
 
 from service.checkpoint import CheckpointError, load_checkpoint
 from service.settings import get_settings
+from service.state import ServiceState
+
+log = logging.getLogger("service")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with a grace period on the first SIGTERM/SIGINT.
+
+    For ``grace_s`` seconds /readyz answers 503 while every request is still served, so that a
+    load balancer or Kubernetes stops routing new traffic here; then uvicorn's own graceful
+    shutdown runs: it stops accepting connections, finishes the accepted requests (up to
+    ``--graceful-timeout``), and the lifespan drains the batch queue. A second signal skips
+    what is left of the grace.
+    """
+
+    def __init__(self, config: uvicorn.Config, state: ServiceState, grace_s: float) -> None:
+        super().__init__(config)
+        self.state = state
+        self.grace_s = grace_s
+        self._grace: threading.Timer | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.grace_s > 0 and self._grace is None:
+            self.state.draining = True  # /readyz turns 503 now
+            self._grace = threading.Timer(self.grace_s, self._end_grace)
+            self._grace.daemon = True
+            self._grace.start()
+            return
+        super().handle_exit(sig, frame)
+
+    def _end_grace(self) -> None:
+        log.info("drain grace of %.1f s over; stopping", self.grace_s)
+        self.should_exit = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--graceful-timeout", type=float, default=30.0,
-                        help="seconds to finish accepted requests after SIGTERM")  # fmt: skip
+                        help="seconds to finish accepted requests once shutdown starts")  # fmt: skip
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
                         help="event loop; auto picks uvloop when installed")  # fmt: skip
     parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto",
@@ -32,12 +68,15 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     try:  # fail in one clear line, before uvicorn starts, if the checkpoint is unusable
-        load_checkpoint(settings.checkpoint)
+        load_checkpoint(settings.checkpoint, allow_seed_format=False)
     except CheckpointError as exc:
         print(f"error: cannot start: {exc}", file=sys.stderr)  # noqa: T201 (before logging exists)
         return 2
-    uvicorn.run(
-        "service.main:app",
+
+    from service.main import app  # builds the app from the same settings
+
+    config = uvicorn.Config(
+        app,
         host=args.host,
         port=args.port,
         log_config=None,  # the app configures logging itself
@@ -47,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         loop=args.loop,
         http=args.http,
     )
+    DrainingServer(config, app.state.service, settings.drain_grace_s).run()
     return 0
 
 

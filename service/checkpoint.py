@@ -141,6 +141,7 @@ def load_checkpoint(
     *,
     device: torch.device | str = "cpu",
     expected_config: ModelConfig | None = None,
+    allow_seed_format: bool = True,
 ) -> Checkpoint:
     """Load and verify a checkpoint; the model comes back in eval mode on ``device``.
 
@@ -148,8 +149,15 @@ def load_checkpoint(
     truncated, tampered with (sha256), of another format version or architecture, or
     holding non-finite weights. ``expected_config``, when given, must equal the
     checkpoint's architecture (a service built for 28x28 inputs refuses anything else).
+    ``allow_seed_format=False`` refuses seed-style ``.pt``/``.pth`` files, which go through
+    (restricted) unpickling: the service loads safetensors only.
     """
     weights_path = resolve_weights_path(path)
+    if weights_path.suffix in SEED_SUFFIXES and not allow_seed_format:
+        raise CheckpointError(
+            f"checkpoint {weights_path}: only .safetensors checkpoints are served (no pickle on the load path); "
+            "a seed-style state_dict loads in training.evaluate and can be re-saved with service.checkpoint"
+        )
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint {weights_path}: file not found")
     blob = weights_path.read_bytes()

@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import start_http_server
 
 from service.batcher import MicroBatcher
 from service.checkpoint import CheckpointError, load_checkpoint
@@ -44,7 +46,7 @@ def load_model(state: ServiceState) -> Predictor:
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     try:
         state.device = resolve_device(settings.device)
-        state.checkpoint = load_checkpoint(settings.checkpoint, device=state.device)
+        state.checkpoint = load_checkpoint(settings.checkpoint, device=state.device, allow_seed_format=False)
     except (CheckpointError, ValueError) as exc:
         raise StartupError(f"cannot start: {exc}") from None
     log.info(
@@ -78,9 +80,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("ready: warm-up took %.3f s", seconds)
 
     warming = asyncio.create_task(warm_up(), name="warm-up")
+    metrics_server = None
+    if settings.metrics_port is not None:
+        metrics_server, _ = start_http_server(
+            settings.metrics_port, addr=settings.metrics_host, registry=state.metrics.registry
+        )
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     try:
         yield
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
         state.draining = True
         state.set_ready(False)
         warming.cancel()
@@ -104,8 +114,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
     )  # fmt: skip
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Reconstruction-MSE"],
+        )  # fmt: skip
     app.include_router(inference.router)
     app.include_router(ops.router)
+    if settings.metrics_port is None:
+        app.include_router(ops.metrics_router)
     if settings.enable_noop_route:
         app.include_router(noop.router)
     return app

@@ -92,10 +92,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
         400: "malformed body (bad JSON, multipart or .npy)",
+        401: "missing or wrong API key (only when the service is configured with one)",
+        408: "the body stalled (a slow drip)",
         406: "the Accept header asks for a format this endpoint cannot produce",
         413: "body, batch or image too large",
         415: "unsupported Content-Type or undecodable image",
         422: "wrong shape, range, size or parameter",
+        500: "the forward pass failed; only the requests in that batch get this",
         503: "model not ready, shutting down, or queue full",
     }.items()
 }

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +42,21 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(1024, ge=1, description="images or latents in one request")
     max_image_pixels: int = Field(1_000_000, ge=784, description="decoded pixels per image (decompression bombs)")
     body_timeout_s: float = Field(30.0, gt=0, description="longest wait for the next chunk of a request body")
+
+    # access
+    api_key: SecretStr | None = Field(
+        None, description="when set, /encode, /decode, /reconstruct and /model need 'Authorization: Bearer <key>'"
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: CORS off")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="serve /metrics on this port (on metrics_host) instead of the main one"
+    )
+    metrics_host: str = Field("127.0.0.1", description="interface of the separate metrics port")
+
+    # shutdown
+    drain_grace_s: float = Field(
+        0.0, ge=0, le=300, description="after SIGTERM, keep serving this long with /readyz at 503, then stop"
+    )
 
     # benchmarks
     enable_noop_route: bool = Field(False, description="mount POST /noop, which only reads the body (HTTP's cost)")

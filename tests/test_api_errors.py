@@ -77,6 +77,8 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str]] = [
      "params": {"resize": "true"}}, 413, "payload_too_large", "pixels"),
     ("bomb-over-setting", "POST", "/encode", {"content": bomb_png(3000, 3000), "headers": PNG,
      "params": {"resize": "true"}}, 413, "payload_too_large", "over the limit"),
+    ("zero-by-zero-png", "POST", "/encode", {"content": bomb_png(0, 0), "headers": PNG}, 415, "unsupported_media_type",
+     "not an image"),
     ("wrong-size-png", "POST", "/encode", {"content": image_with_mode("L", (32, 32)), "headers": PNG},
      422, "invalid_input", "32x32, expected 28x28"),
     ("one-by-n-png", "POST", "/encode", {"content": image_with_mode("L", (1, 28)), "headers": PNG},
@@ -213,6 +215,45 @@ async def test_bad_input_gets_a_clear_json_error(
     # and the server still serves a correct answer afterwards
     ok = await strict_api.post("/reconstruct", content=GOOD_PNG, headers=PNG)
     assert ok.status_code == 200 and ok.json()["shape"] == [1, 1, 28, 28]
+
+
+def _image(mode: str, fmt: str = "PNG", **kwargs: Any) -> bytes:
+    pixels = np.random.default_rng(1).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _sixteen_bit() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.arange(784, dtype=np.uint16).reshape(28, 28) * 80).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# unusual but valid: converted and answered, never a 4xx or 5xx
+UNUSUAL_BUT_VALID = {
+    "16-bit-png": ({"content": _sixteen_bit(), "headers": PNG}),
+    "rgba-png": ({"content": _image("RGBA"), "headers": PNG}),
+    "palette-png": ({"content": _image("P"), "headers": PNG}),
+    "cmyk-jpeg": ({"content": _image("CMYK", "JPEG"), "headers": {"content-type": "image/jpeg"}}),
+    "grayscale-alpha-png": ({"content": _image("LA"), "headers": PNG}),
+    "bilevel-png": ({"content": _image("1"), "headers": PNG}),
+    "fortran-order-npy": ({"content": npy(np.asfortranarray(np.zeros((2, 28, 28), np.float32))), "headers": NPY}),
+    "big-endian-npy": ({"content": npy(np.zeros((28, 28), ">f4")), "headers": NPY}),
+    "float64-npy-in-range": ({"content": npy(np.full((28, 28), 0.5)), "headers": NPY}),
+    "jpeg-as-octet-stream": ({"content": _image("L", "JPEG"), "headers": {"content-type": "application/octet-stream"}}),
+}
+
+
+@pytest.mark.parametrize("kwargs", list(UNUSUAL_BUT_VALID.values()), ids=list(UNUSUAL_BUT_VALID))
+async def test_unusual_but_valid_inputs_are_converted_and_answered(
+    strict_api: httpx.AsyncClient, kwargs: dict[str, Any]
+) -> None:
+    response = await strict_api.post("/reconstruct", **kwargs)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["shape"][1:] == [1, 28, 28]
+    assert all(0 <= v <= 1 for v in np.asarray(body["data"]).ravel())
 
 
 def test_there_are_enough_cases() -> None:

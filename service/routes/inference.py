@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from service.access import require_api_key
 from service.deps import CallOptionsDep, ServingDep
 from service.inference import Op
 from service.openapi import DECODE_RESPONSES, ENCODE_RESPONSES, IMAGES_BODY, LATENTS_BODY, RECONSTRUCT_RESPONSES
 from service.request_body import read_images, read_latents
 from service.responses import render_images, render_latents
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 
 
 @router.post("/encode", summary="Images -> latent codes (N,16,7,7)", openapi_extra=IMAGES_BODY,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import platform
+from typing import Any
 
 import fastapi
 import numpy as np
 import torch
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
+from service.access import require_api_key
 from service.deps import CheckpointDep, StateDep
 from service.errors import error_response
 from service.schemas import ErrorResponse, HealthResponse, ModelInfo, ReadyResponse
@@ -34,8 +36,13 @@ async def readyz(state: StateDep) -> ReadyResponse | Response:
     return ReadyResponse(ready=True, status="ready")
 
 
+_UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "missing or wrong API key (when one is set)"}
+}
+
+
 @router.get("/model", summary="What is being served: architecture, checkpoint, recorded metrics, device, versions",
-            response_model=ModelInfo)  # fmt: skip
+            response_model=ModelInfo, dependencies=[Depends(require_api_key)], responses=_UNAUTHORIZED)  # fmt: skip
 async def model_info(state: StateDep, checkpoint: CheckpointDep) -> ModelInfo:
     config = checkpoint.config
     settings = state.settings
@@ -61,8 +68,11 @@ async def model_info(state: StateDep, checkpoint: CheckpointDep) -> ModelInfo:
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
+# mounted on the main port unless the metrics_port setting moves /metrics to a port of its own
+metrics_router = APIRouter(tags=["operations"])
+
+
+@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+                    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
 async def metrics(state: StateDep) -> Response:
-    state.metrics.queue_images.set(state.batcher.queued_images if state.batcher else 0)
     return Response(state.metrics.render(), media_type=state.metrics.content_type)

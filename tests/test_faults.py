@@ -1,0 +1,228 @@
+"""Faults: a failing batch, clients that vanish, slow drips, SIGTERM under load, bad checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import safetensors.torch
+
+from bench.harness import LiveServer, start_server
+from service.checkpoint import metadata_path_for, save_checkpoint
+from service.fileio import sha256_hex
+from service.inference import Op, Predictor
+from service.model import AutoEncoder, ModelConfig
+from tests.conftest import SHIPPED_WEIGHTS, image_file, in_process, npy, service_settings
+
+POISON = 0.123  # a batch holding an image whose first pixel is exactly this makes the model "fail"
+NPY = {"content-type": "application/x-npy", "accept": "application/x-npy"}
+
+
+def images(first_pixel: float, n: int = 1) -> bytes:
+    array = np.full((n, 28, 28), 0.5, dtype=np.float32)
+    array[:, 0, 0] = first_pixel
+    return npy(array)
+
+
+@pytest.fixture
+def failing_predictor(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_run = Predictor.run
+
+    def run(self: Predictor, op: Op, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        if op is not Op.DECODE and bool((batch[:, 0, 0] == np.float32(POISON)).any()):
+            raise RuntimeError("simulated device failure")
+        return real_run(self, op, batch)
+
+    monkeypatch.setattr(Predictor, "run", run)
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("failing_predictor")
+async def test_a_failing_batch_fails_only_its_own_requests(tiny_checkpoint: Path) -> None:
+    settings = service_settings(tiny_checkpoint, max_batch_images=1)  # every request is a batch of its own
+    async with in_process(settings) as (_, client):
+        responses = await asyncio.gather(
+            *(client.post("/reconstruct", content=images(POISON if i == 3 else 0.25), headers=NPY) for i in range(8))
+        )
+        statuses = [r.status_code for r in responses]
+        assert statuses == [200, 200, 200, 500, 200, 200, 200, 200]
+        error = responses[3].json()["error"]
+        assert error["code"] == "inference_failed" and "RuntimeError" in error["message"]
+        assert "Traceback" not in responses[3].text
+        metrics = (await client.get("/metrics")).text
+        assert 'mnist_ae_batch_failures_total{op="reconstruct"} 1.0' in metrics
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("failing_predictor")
+async def test_everyone_in_the_failing_batch_gets_500_then_the_server_recovers(tiny_checkpoint: Path) -> None:
+    settings = service_settings(tiny_checkpoint, max_batch_images=64, max_wait_ms=500)
+    async with in_process(settings) as (_, client):
+        responses = await asyncio.gather(
+            *(client.post("/encode", content=images(POISON if i == 0 else 0.25), headers=NPY) for i in range(4))
+        )
+        assert {r.status_code for r in responses} <= {200, 500} and responses[0].status_code == 500
+        assert all(r.json()["error"]["code"] == "inference_failed" for r in responses if r.status_code == 500)
+        after = await client.post("/encode", content=images(0.25), headers=NPY)
+        assert after.status_code == 200 and np.load(io.BytesIO(after.content)).shape == (1, 16, 7, 7)
+
+
+@pytest.mark.anyio
+async def test_a_slow_drip_body_times_out(tiny_checkpoint: Path) -> None:
+    async with in_process(service_settings(tiny_checkpoint, body_timeout_s=0.3)) as (_, client):
+
+        async def drip():  # type: ignore[no-untyped-def]
+            yield b"\x93NUMPY"
+            await asyncio.sleep(2)
+            yield b"never mind"
+
+        response = await client.post("/encode", content=drip(), headers=NPY)
+        assert response.status_code == 408
+        assert response.json()["error"] == {
+            "code": "request_timeout",
+            "message": "the request body stalled: no data for 0.3 s",
+        }
+        assert (await client.post("/encode", content=images(0.25), headers=NPY)).status_code == 200
+
+
+@pytest.mark.slow
+def test_a_slow_drip_over_a_real_socket_times_out(tmp_path: Path) -> None:
+    server = start_server(
+        tmp_path / "log", {"MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS), "MNIST_AE_BODY_TIMEOUT_S": "1"}
+    )
+    try:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n")
+            sock.sendall(b"\x89PNG")  # then nothing more
+            started = time.monotonic()
+            chunks = []
+            while chunk := sock.recv(4096):  # the server closes the connection after answering
+                chunks.append(chunk)
+            waited = time.monotonic() - started
+            reply = b"".join(chunks).decode(errors="replace")
+        assert reply.startswith("HTTP/1.1 408"), reply
+        assert "request_timeout" in reply
+        assert waited < 9, "answered by the body timeout, not by the client's own"
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+    finally:
+        server.process.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_clients_that_disconnect_mid_batch_do_not_hurt_the_others(
+    live_server: LiveServer, test_digits: np.ndarray
+) -> None:
+    batch = npy(np.resize(test_digits, (256, 28, 28)))
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as keep:
+        reference = np.load(io.BytesIO((await keep.post("/reconstruct", content=batch, headers=NPY)).content))
+
+        async def doomed() -> None:
+            async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as client:
+                await client.post("/reconstruct", content=batch, headers=NPY)
+
+        quitters = [asyncio.create_task(doomed()) for _ in range(12)]
+        stayers = [asyncio.create_task(keep.post("/reconstruct", content=batch, headers=NPY)) for _ in range(6)]
+        await asyncio.sleep(0.05)
+        for task in quitters:
+            task.cancel()  # closes their connections while their batches are queued or running
+        for response in await asyncio.gather(*stayers):
+            assert response.status_code == 200
+            np.testing.assert_allclose(np.load(io.BytesIO(response.content)), reference, atol=1e-6)
+        await asyncio.gather(*quitters, return_exceptions=True)
+        assert (await keep.get("/readyz")).status_code == 200
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_sigterm_under_load_drains_then_stops(tmp_path: Path, test_digits: np.ndarray) -> None:
+    server = start_server(
+        tmp_path / "log", {"MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS), "MNIST_AE_DRAIN_GRACE_S": "1.5"}
+    )
+    statuses: list[int] = []
+    refused = 0
+    stop = asyncio.Event()
+
+    async def client_loop(i: int) -> None:
+        nonlocal refused
+        body = image_file(test_digits[i])
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    response = await client.post("/reconstruct", content=body, headers={"content-type": "image/png"})
+                except httpx.TransportError:
+                    refused += 1  # the listener has closed: not accepted, so nothing was lost
+                    await asyncio.sleep(0.05)
+                    continue
+                statuses.append(response.status_code)
+
+    clients = [asyncio.create_task(client_loop(i)) for i in range(16)]
+    await asyncio.sleep(1.0)
+    served_before = len(statuses)
+    server.process.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    async with httpx.AsyncClient(base_url=server.url, timeout=5) as probe:
+        draining = await probe.get("/readyz")
+    assert draining.status_code == 503 and "draining" in draining.json()["error"]["message"]
+    exit_code = await asyncio.to_thread(server.process.wait, 30)  # the bound: well within 30 s
+    stop.set()
+    await asyncio.gather(*clients)
+    assert exit_code == 0
+    assert len(statuses) > served_before, "requests kept being served during the grace period"
+    assert set(statuses) == {200}, "every accepted request was answered, none failed"
+    assert any("stopped (all accepted requests answered)" in line for line in server.log_lines())
+
+
+def _bad_checkpoint(problem: str, directory: Path) -> Path:
+    path = directory / "autoencoder.safetensors"
+    if problem == "missing":
+        return path
+    save_checkpoint(AutoEncoder(), path)
+    meta_path = metadata_path_for(path)
+    if problem == "truncated":
+        path.write_bytes(path.read_bytes()[:5000])
+    elif problem == "tampered":
+        data = bytearray(path.read_bytes())
+        data[-4] ^= 0x01
+        path.write_bytes(bytes(data))
+    else:
+        if problem == "wrong architecture":
+            state = AutoEncoder(ModelConfig(latent_channels=8)).state_dict()
+        else:  # NaN weights
+            state = {k: v.clone() for k, v in AutoEncoder().state_dict().items()}
+            state["en.0.weight"][0] = float("nan")
+        blob = safetensors.torch.save(state)
+        path.write_bytes(blob)
+        meta = json.loads(meta_path.read_text())
+        meta["weights_sha256"] = sha256_hex(blob)  # consistent hash: only the content is wrong
+        meta_path.write_text(json.dumps(meta))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("problem", "says"),
+    [
+        ("missing", "file not found"),
+        ("truncated", "sha256"),
+        ("tampered", "sha256"),
+        ("wrong architecture", "do not fit architecture"),
+        ("NaN weights", "non-finite"),
+    ],
+)
+def test_the_service_refuses_to_start_on_a_bad_checkpoint(problem: str, says: str, tmp_path: Path) -> None:
+    path = _bad_checkpoint(problem, tmp_path)
+    with pytest.raises(RuntimeError, match="exited with 2") as info:
+        start_server(tmp_path / "log", {"MNIST_AE_CHECKPOINT": str(path)}, timeout_s=30)
+    output = str(info.value).split("\n", 1)[1].strip().splitlines()
+    assert len(output) == 1, output
+    assert output[0].startswith(f"error: cannot start: checkpoint {path}") and says in output[0]
