@@ -136,6 +136,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000, help="requests per single-image run")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    build = "CUDA build" if torch.version.cuda else "CPU-only build"
+    section = f"serving-cpu-{'cuda-build' if torch.version.cuda else 'cpu-build'}"
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         npy, multipart, multipart_type = batch_bodies(tmp, 256)
@@ -175,9 +177,9 @@ def main() -> None:
         "this server, 256 PNGs per request (multipart)": batch_png.rps * 256,
     }
     plot({k.split(",")[0] if k.startswith("(") else k: v for k, v in rps.items()}, batches,
-         REPO / "bench" / "plots" / "serving.png")  # fmt: skip
+         REPO / "bench" / "plots" / f"{section}.png")  # fmt: skip
     body = "\n".join([
-        "## Serving on CPU",
+        f"## Serving on CPU, torch {torch.__version__} ({build})",
         "",
         f"### One PNG per request: `/reconstruct`, 64 connections, {args.requests:,} requests a run, "
         f"median of {args.rounds} interleaved rounds",
@@ -206,9 +208,9 @@ def main() -> None:
         f"{args.rounds} single-image rounds, {rss_end:.0f} MB after {served:,} /reconstruct requests in all, "
         f"{rss_peak:.0f} MB peak with the 256-image batches",
         "",
-        "![serving throughput](bench/plots/serving.png)",
+        f"![serving throughput](bench/plots/{section}.png)",
     ])  # fmt: skip
-    write_section("serving-cpu", "python -m bench.serving", body)
+    write_section(section, "python -m bench.serving", body)
 
 
 if __name__ == "__main__":
