@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -45,7 +46,7 @@ def run_wrk(
     env = {**os.environ, "BODY_FILE": str(body), "CONTENT_TYPE": content_type}
     if accept:
         env["ACCEPT"] = accept
-    cmd = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
+    cmd = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{math.ceil(seconds)}s", "--timeout", "10s",
            "-s", str(SCRIPT), url]  # fmt: skip
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
     line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import image_file, in_process, npy, service_settings
+from tests.conftest import image_file, in_process, npy, png_declaring, service_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -22,16 +20,6 @@ DIGIT = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
 GOOD_PNG = image_file(DIGIT)
 NPY = {"content-type": "application/x-npy"}
 PNG = {"content-type": "image/png"}
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
-    )
 
 
 def npy_header(shape: tuple[int, ...], dtype: str = "<f4", fortran: bool = False) -> bytes:
@@ -73,12 +61,12 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str]] = [
      415, "unsupported_media_type", "not an image"),
     ("zip-as-jpeg", "POST", "/reconstruct", {"content": b"PK\x03\x04" + b"\0" * 100,
      "headers": {"content-type": "image/jpeg"}}, 415, "unsupported_media_type", "not an image"),
-    ("decompression-bomb", "POST", "/encode", {"content": bomb_png(60000, 60000), "headers": PNG,
+    ("decompression-bomb", "POST", "/encode", {"content": png_declaring(60000, 60000), "headers": PNG,
      "params": {"resize": "true"}}, 413, "payload_too_large", "pixels"),
-    ("bomb-over-setting", "POST", "/encode", {"content": bomb_png(3000, 3000), "headers": PNG,
+    ("bomb-over-setting", "POST", "/encode", {"content": png_declaring(3000, 3000), "headers": PNG,
      "params": {"resize": "true"}}, 413, "payload_too_large", "over the limit"),
-    ("zero-by-zero-png", "POST", "/encode", {"content": bomb_png(0, 0), "headers": PNG}, 415, "unsupported_media_type",
-     "not an image"),
+    ("zero-by-zero-png", "POST", "/encode", {"content": png_declaring(0, 0), "headers": PNG}, 415,
+     "unsupported_media_type", "not an image"),
     ("wrong-size-png", "POST", "/encode", {"content": image_with_mode("L", (32, 32)), "headers": PNG},
      422, "invalid_input", "32x32, expected 28x28"),
     ("one-by-n-png", "POST", "/encode", {"content": image_with_mode("L", (1, 28)), "headers": PNG},

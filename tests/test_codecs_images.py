@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -10,6 +8,7 @@ from PIL import Image
 
 from service.codecs.images import decode_image, latent_picture, png_bytes, tile
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from tests.conftest import png_declaring
 
 LIMITS = {"size": 28, "max_pixels": 1_000_000, "resize": False, "what": "img"}
 
@@ -22,18 +21,6 @@ def encode(image: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
 
 def digit(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8)
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny, valid-looking PNG whose header declares width x height (a decompression bomb)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
 
 
 def test_grayscale_png_decodes_exactly() -> None:
