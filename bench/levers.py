@@ -23,7 +23,6 @@ CONFIGS: dict[str, tuple[dict[str, str], list[str]]] = {
     "batch wait 0 ms instead of 2": ({"MNIST_AE_MAX_WAIT_MS": "0"}, []),
     "batch wait 10 ms instead of 2": ({"MNIST_AE_MAX_WAIT_MS": "10"}, []),
     "eager PyTorch instead of traced graphs": ({"MNIST_AE_GRAPH_MODE": "eager"}, []),
-    "GIL switch interval 5 ms (Python's default)": ({"MNIST_AE_GIL_SWITCH_INTERVAL_MS": "5"}, []),
     "no gc.freeze after warm-up": ({"MNIST_AE_GC_FREEZE": "false"}, []),
     "asyncio loop + h11 parser (no uvloop/httptools)": ({}, ["--loop", "asyncio", "--http", "h11"]),
     "1 torch thread instead of 2": ({"MNIST_AE_TORCH_THREADS": "1"}, []),

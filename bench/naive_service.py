@@ -1,8 +1,11 @@
 """A peer-style FastAPI service, for comparison (not for use): how such a service is usually written.
 
-    python -m uvicorn bench.naive_service:app --port 8001
+    uvicorn bench.naive_service:app --port 8001
 
-One request, one Pillow decode, one forward pass in the event loop, JSON lists out; no batching.
+One request, one Pillow decode and torchvision ToTensor, one forward pass in the event loop,
+JSON lists out; no batching, nothing tuned. bench.serving runs it the way a plain
+``pip install fastapi uvicorn`` does (asyncio loop, h11 parser), and once more with uvloop and
+httptools, to separate what the server stack gives from what this service's design gives.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from __future__ import annotations
 import io
 import os
 
-import numpy as np
 import torch
+import torchvision.transforms as transforms
 from fastapi import FastAPI, Request
 from PIL import Image
 
@@ -20,6 +23,7 @@ from service.settings import DEFAULT_CHECKPOINT
 
 app = FastAPI()
 model = load_checkpoint(os.environ.get("MNIST_AE_CHECKPOINT", DEFAULT_CHECKPOINT)).model.eval()
+to_tensor = transforms.ToTensor()
 
 
 @app.get("/healthz")
@@ -30,7 +34,7 @@ async def healthz() -> dict[str, str]:
 @app.post("/reconstruct")
 async def reconstruct(request: Request) -> dict[str, object]:
     image = Image.open(io.BytesIO(await request.body())).convert("L")
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None, None]
+    x = to_tensor(image).unsqueeze(0)  # (1,1,28,28)
     with torch.no_grad():
         y = model(x).clamp(0, 1)
     return {"reconstruction": y[0, 0].tolist(), "mse": float(((y - x) ** 2).mean())}

@@ -89,7 +89,10 @@ def main() -> None:
     runs = [
         Run("seed loop: DataLoader+ToTensor, batch 32, Adam 0.01",
             [sys.executable, "-m", "bench.seed_loop", "--epochs", "15", "--device", args.device]),
-        Run("project, fast recipe: 1 epoch, batch 32, constant lr 0.003",
+        Run("project, fast recipe: 40k images once, batch 32, constant lr 0.004",
+            [*project, "--epochs", "1", "--limit", "40000", "--batch-size", "32", "--lr", "0.004",
+             "--schedule", "constant"]),
+        Run("project: all 60k images once, batch 32, constant lr 0.003",
             [*project, "--epochs", "1", "--batch-size", "32", "--lr", "0.003", "--schedule", "constant"]),
         Run("project, default recipe (30 epochs, stopped at target)", [*project]),
     ]  # fmt: skip

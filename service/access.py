@@ -7,25 +7,31 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
 from service.errors import Unauthorized
 from service.state import ServiceState
 
-# documents the scheme in OpenAPI (Swagger's "Authorize" button); the check itself is below
-_bearer = HTTPBearer(auto_error=False, description="the API key, when the service is configured with one")
+# documents the scheme in OpenAPI (Swagger's "Authorize" button); the check is check_api_key
+BEARER = HTTPBearer(auto_error=False, description="the API key, when the service is configured with one")
 
 
-async def require_api_key(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    """A dependency for protected routes; a no-op unless the ``api_key`` setting is set."""
-    state: ServiceState = request.app.state.service
-    key = state.settings.api_key
-    if key is None:
+def check_api_key(request: Request, api_key: SecretStr | None) -> None:
+    """Raise 401 unless ``api_key`` is unset or the request carries it as a bearer token."""
+    if api_key is None:
         return
-    given = credentials.credentials.encode() if credentials is not None else b""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    given = token.strip().encode() if scheme.lower() == "bearer" else b""
     # compare_digest takes the same time wherever the strings differ: no timing oracle for the key
-    if not hmac.compare_digest(given, key.get_secret_value().encode()):
+    if not hmac.compare_digest(given, api_key.get_secret_value().encode()):
         raise Unauthorized(
             "missing or wrong API key: send 'Authorization: Bearer <key>'", headers={"www-authenticate": "Bearer"}
         )
+
+
+async def require_api_key(
+    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+) -> None:
+    """The same check as a dependency, for routes outside the inference path (/model)."""
+    state: ServiceState = request.app.state.service
+    check_api_key(request, state.settings.api_key)

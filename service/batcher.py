@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.aio import timeout
 from service.errors import InferenceFailed, NotReady, Overloaded
 from service.inference import Op, Predictor
 from service.metrics import Metrics
@@ -75,16 +75,16 @@ class MicroBatcher:
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
 
-    @contextlib.asynccontextmanager
-    async def arrival(self) -> AsyncIterator[None]:
-        """Wrap the reading and decoding of a request that will :meth:`submit`: while any request is
-        on its way, a forming batch waits for it (up to ``max_wait_s``); when none is, it runs at once."""
-        self._arriving += 1
-        try:
-            yield
-        finally:
-            self._arriving -= 1
-            self._wakeup.set()
+    def arrival(self) -> _Arrival:
+        """``with batcher.arrival():`` around the reading and decoding of a request that will
+        :meth:`submit`: while any request is on its way, a forming batch waits for it (up to
+        ``max_wait_s``); when none is, it runs at once."""
+        return _Arrival(self)
+
+    def _arrived(self) -> None:
+        self._arriving -= 1
+        if not self._arriving:
+            self._wakeup.set()  # a batch waiting for company can go
 
     async def submit(self, op: Op, inputs: np.ndarray) -> Result:
         """Queue ``inputs`` (n rows) for ``op`` and wait for its n rows of results."""
@@ -101,7 +101,9 @@ class MicroBatcher:
         self._queued_images += n
         self.metrics.queue_images.set(self._queued_images)
         self._idle.clear()
-        self._wakeup.set()
+        # wake the worker only when it has something to decide: its first job, or a full batch
+        if len(self._pending) == 1 or self._queued_images >= self.max_batch_images:
+            self._wakeup.set()
         return await job.future  # a cancelled wait cancels the future; the worker then skips the job
 
     async def close(self, timeout_s: float) -> bool:
@@ -152,8 +154,9 @@ class MicroBatcher:
                 return
             self._wakeup.clear()
             try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except asyncio.TimeoutError:
+                async with timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
                 return
 
     def _take_batch(self) -> list[_Job]:
@@ -198,6 +201,21 @@ class MicroBatcher:
             self.metrics.batch_images.labels(op.value).observe(len(inputs))
             self.metrics.images.labels(op.value).inc(len(inputs))
             _split(group, outputs)
+
+
+class _Arrival:
+    """The context manager behind :meth:`MicroBatcher.arrival` (a class: cheaper than a generator)."""
+
+    __slots__ = ("batcher",)
+
+    def __init__(self, batcher: MicroBatcher) -> None:
+        self.batcher = batcher
+
+    def __enter__(self) -> None:
+        self.batcher._arriving += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.batcher._arrived()
 
 
 def _split(jobs: Sequence[_Job], outputs: Result) -> None:

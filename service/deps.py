@@ -1,10 +1,13 @@
 """FastAPI dependencies, as ``Annotated`` aliases for route signatures.
 
 They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a thread pool,
-which would cost every request a thread hop for what is an attribute lookup. The inference
-routes' two query parameters are parsed here by hand, in one dependency, rather than declared
-as ``Query`` parameters: FastAPI's per-parameter validation cost more than decoding the PNG.
-``service.openapi`` documents them.
+which would cost every request a thread hop for what is an attribute lookup.
+
+The inference routes take everything they need from one dependency, :func:`get_inference_call`:
+the API-key check, readiness, and the two query parameters, parsed by hand. Each dependency
+FastAPI resolves costs a few microseconds of its machinery, and per-parameter validation more;
+together that was more than decoding the PNG (see BENCHMARKS.md). ``service.openapi``
+documents the parameters and the security scheme.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.access import check_api_key
+from service.batcher import MicroBatcher
 from service.checkpoint import Checkpoint
 from service.errors import InvalidInput, NotReady
+from service.model import ModelConfig
 from service.responses import OutputFormat, choose_format
 from service.settings import Settings
-from service.state import ServiceState, Serving
+from service.state import ServiceState
 
 
 def _state(request: Request) -> ServiceState:
@@ -30,18 +36,6 @@ async def get_state(request: Request) -> ServiceState:
     return _state(request)
 
 
-async def get_settings(request: Request) -> Settings:
-    return _state(request).settings
-
-
-async def get_serving(request: Request) -> Serving:
-    """Batcher, settings and model config, once the model is loaded and warm; 503 before that and while draining."""
-    state = _state(request)
-    if not state.ready or state.serving is None:
-        raise NotReady(f"the model is not ready ({state.status}); retry shortly", headers={"retry-after": "1"})
-    return state.serving
-
-
 async def get_checkpoint(request: Request) -> Checkpoint:
     checkpoint = _state(request).checkpoint
     if checkpoint is None:
@@ -50,20 +44,29 @@ async def get_checkpoint(request: Request) -> Checkpoint:
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-ServingDep = Annotated[Serving, Depends(get_serving)]
 CheckpointDep = Annotated[Checkpoint, Depends(get_checkpoint)]
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
 @dataclass(frozen=True)
-class CallOptions:
+class InferenceCall:
+    """What an inference route needs for one request."""
+
+    batcher: MicroBatcher
+    settings: Settings
+    config: ModelConfig
     output: OutputFormat  # from ?format=, else the Accept header, else JSON
     resize: bool  # ?resize=true: scale images that are not 28x28 instead of refusing them
 
 
-async def get_call_options(request: Request) -> CallOptions:
+async def get_inference_call(request: Request) -> InferenceCall:
+    """401 without the API key (when one is set), 503 until the model is warm, 422 for bad parameters."""
+    state = _state(request)
+    check_api_key(request, state.settings.api_key)
+    serving = state.serving
+    if not state.ready or serving is None:
+        raise NotReady(f"the model is not ready ({state.status}); retry shortly", headers={"retry-after": "1"})
     params = request.query_params
     requested = params.get("format")
     if requested is not None and requested not in OutputFormat.__members__:
@@ -72,7 +75,7 @@ async def get_call_options(request: Request) -> CallOptions:
     if resize not in _TRUE | _FALSE:
         raise InvalidInput(f"query parameter resize must be true or false; got {resize[:40]!r}")
     output = choose_format(OutputFormat(requested) if requested else None, request.headers.get("accept"))
-    return CallOptions(output=output, resize=resize in _TRUE)
+    return InferenceCall(serving.batcher, serving.settings, serving.config, output, resize in _TRUE)
 
 
-CallOptionsDep = Annotated[CallOptions, Depends(get_call_options)]
+InferenceCallDep = Annotated[InferenceCall, Depends(get_inference_call)]

@@ -5,8 +5,7 @@ Each operation is one small graph, from the decoded batch to everything the resp
 call per batch. By default the graphs are traced with ``torch.jit.trace``: a traced graph runs
 entirely in C++ and gives up the GIL for its whole duration, whereas an eager forward pass
 needs the GIL back between every layer, and the event loop thread, busy with HTTP, holds it
-for up to ``sys.getswitchinterval()`` each time. Measured on 2 CPU cores with the loop busy, a
-batch of 32 took 138 ms eager and 12 ms traced (see BENCHMARKS.md).
+for up to ``sys.getswitchinterval()`` each time (bench/gil.py measures it; see BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -41,9 +40,6 @@ def load_model(state: ServiceState) -> Predictor:
     settings = state.settings
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    # the event loop thread holds the GIL while it serves HTTP; a short switch interval lets the
-    # inference thread take it back quickly between batches (process-wide, hence set here once)
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     try:
         state.device = resolve_device(settings.device)
         state.checkpoint = load_checkpoint(settings.checkpoint, device=state.device, allow_seed_format=False)

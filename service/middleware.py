@@ -10,40 +10,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import random
 import re
-import sys
 import time
-from collections.abc import AsyncIterator
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.aio import timeout
 from service.errors import PayloadTooLarge, RequestTimeout, error_response
 from service.logs import request_id_var
 from service.metrics import Metrics
 
 log = logging.getLogger("service.access")
-
-if sys.version_info >= (3, 11):
-    _timeout = asyncio.timeout  # a deadline on the running task: no extra task per receive()
-else:  # pragma: no cover
-
-    @contextlib.asynccontextmanager
-    async def _timeout(seconds: float) -> AsyncIterator[None]:
-        task = asyncio.current_task()
-        assert task is not None
-        handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
-        try:
-            yield
-        except asyncio.CancelledError:
-            raise TimeoutError from None
-        finally:
-            handle.cancel()
-
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -121,7 +101,7 @@ class RequestContextMiddleware:
             if body_done:
                 return await receive()  # later calls only wait for a disconnect: no timeout
             try:
-                async with _timeout(self.body_timeout_s):
+                async with timeout(self.body_timeout_s):
                     message = await receive()
             except TimeoutError:
                 raise RequestTimeout(

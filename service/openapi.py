@@ -41,7 +41,10 @@ def _schema(model: Any) -> dict[str, Any]:
     return schema
 
 
+_SECURITY: list[dict[str, list[str]]] = [{"HTTPBearer": []}]  # the scheme service.access.BEARER declares
+
 IMAGES_BODY: dict[str, Any] = {
+    "security": _SECURITY,
     "parameters": [_RESIZE_PARAMETER, _FORMAT_PARAMETER],
     "requestBody": {
         "required": True,
@@ -74,6 +77,7 @@ IMAGES_BODY: dict[str, Any] = {
 }
 
 LATENTS_BODY: dict[str, Any] = {
+    "security": _SECURITY,
     "parameters": [_FORMAT_PARAMETER],
     "requestBody": {
         "required": True,

@@ -28,9 +28,6 @@ class Settings(BaseSettings):
         "trace", description="trace: each operation runs as one traced graph, without the GIL; eager: plain PyTorch"
     )
     gc_freeze: bool = Field(True, description="after warm-up, exempt start-up objects from garbage collection")
-    gil_switch_interval_ms: float = Field(
-        0.5, gt=0, le=100, description="how soon the event loop hands the GIL to the inference thread (Python: 5)"
-    )
 
     # micro-batching
     max_batch_images: int = Field(256, ge=1, le=65536, description="images gathered into one forward pass")

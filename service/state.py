@@ -15,7 +15,7 @@ from service.settings import Settings
 
 @dataclass(frozen=True)
 class Serving:
-    """What an inference route needs, in one dependency: built once when the model is loaded."""
+    """The model side of every inference call, built once when the model is loaded."""
 
     batcher: MicroBatcher
     settings: Settings

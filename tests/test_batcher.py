@@ -178,7 +178,7 @@ async def test_a_batch_waits_for_requests_still_being_decoded() -> None:
     done_decoding = asyncio.Event()
 
     async def slow_request() -> np.ndarray:
-        async with batcher.arrival():
+        with batcher.arrival():
             decoding.set()
             await done_decoding.wait()  # stands for reading and decoding a body
         (out,) = await batcher.submit(Op.ENCODE, images(2))
