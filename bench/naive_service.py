@@ -13,8 +13,8 @@ from __future__ import annotations
 import io
 import os
 
+import numpy as np
 import torch
-import torchvision.transforms as transforms
 from fastapi import FastAPI, Request
 from PIL import Image
 
@@ -23,7 +23,14 @@ from service.settings import DEFAULT_CHECKPOINT
 
 app = FastAPI()
 model = load_checkpoint(os.environ.get("MNIST_AE_CHECKPOINT", DEFAULT_CHECKPOINT)).model.eval()
-to_tensor = transforms.ToTensor()
+try:
+    from torchvision.transforms import ToTensor
+
+    to_tensor = ToTensor()
+except ImportError:  # torchvision's wheel does not load beside some torch builds; this is what ToTensor does
+
+    def to_tensor(image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
 
 
 @app.get("/healthz")
