@@ -63,5 +63,5 @@ def run_wrk_for_requests(url: str, body: Path, *, requests: int, content_type: s
     """A run long enough for at least ``requests`` requests, sized from a 2-second probe
     (wrk itself only stops on time)."""
     probe = run_wrk(url, body, content_type=content_type, connections=connections, seconds=2, accept=accept)
-    seconds = max(5.0, 1.15 * requests / max(probe.rps, 1.0))
+    seconds = min(60.0, max(5.0, 1.15 * requests / max(probe.rps, 1.0)))  # a stalled probe must not run for hours
     return run_wrk(url, body, content_type=content_type, connections=connections, seconds=seconds, accept=accept)
