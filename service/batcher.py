@@ -128,10 +128,6 @@ class MicroBatcher:
         self._executor.shutdown(wait=True)
         return drained
 
-    @property
-    def queued_images(self) -> int:
-        return self._queued_images
-
     async def _run(self) -> None:
         while True:
             if not self._pending:

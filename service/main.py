@@ -62,7 +62,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_queue_images=settings.max_queue_images, metrics=state.metrics,
     )  # fmt: skip
     batcher.start()
-    state.batcher = batcher
     state.serving = Serving(batcher=batcher, settings=settings, config=predictor.config)
 
     async def warm_up() -> None:

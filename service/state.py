@@ -28,8 +28,7 @@ class ServiceState:
     metrics: Metrics
     checkpoint: Checkpoint | None = None
     device: torch.device | None = None
-    batcher: MicroBatcher | None = None
-    serving: Serving | None = None
+    serving: Serving | None = None  # set once the model is loaded
     ready: bool = False  # loaded and warmed up
     draining: bool = False  # shutting down: finishing accepted requests, taking no new ones
 
