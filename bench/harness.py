@@ -67,6 +67,14 @@ def start_server(
     raise RuntimeError(f"server not ready in {timeout_s} s:\n{log_path.read_text()}")
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid``, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 def stop_server(server: LiveServer, timeout_s: float = 30.0) -> int:
     """SIGTERM, then wait; returns the exit code."""
     server.process.send_signal(signal.SIGTERM)

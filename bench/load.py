@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-from PIL import Image
 
-from bench.harness import start_server, stop_server
+from bench.harness import rss_mb, start_server, stop_server
 from bench.report import write_section
-from bench.serving import rss_mb
 from service.checkpoint import load_checkpoint
+from service.codecs.images import png_bytes
+from service.codecs.npy import npy_bytes as npy
 from service.settings import DEFAULT_CHECKPOINT
 from training.data import load_mnist
 
@@ -31,22 +31,10 @@ KINDS = ("png", "npy-batch", "bad-png", "nan", "wrong-size", "png", "json", "png
 EXPECTED = {"png": 200, "npy-batch": 200, "json": 200, "bad-png": 415, "nan": 422, "wrong-size": 422}
 
 
-def encode_png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
 async def run_load(url: str, clients: int, total: int, digits: np.ndarray, expected: np.ndarray) -> dict:
-    pngs = [encode_png(d) for d in digits]
+    pngs = [png_bytes(d / 255.0) for d in digits]
     bad_png, nan_npy = pngs[0][:50], npy(np.full((28, 28), np.nan, np.float32))
-    big_png = encode_png(np.zeros((40, 40), np.uint8))
+    big_png = png_bytes(np.zeros((40, 40)))
     counts: collections.Counter[tuple[str, int]] = collections.Counter()
     mismatches = 0
     next_index = 0

@@ -24,20 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.harness import REPO, LiveServer, start_server, stop_server
+from bench.harness import REPO, LiveServer, rss_mb, start_server, stop_server
 from bench.report import write_section
 from bench.wrk import LoadResult, run_wrk, run_wrk_for_requests
 from service.checkpoint import load_checkpoint
 from service.settings import DEFAULT_CHECKPOINT
 
 PNG = REPO / "examples" / "seven.png"
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def batch_bodies(tmp: Path, n: int) -> tuple[Path, Path, str]:

@@ -46,7 +46,8 @@ async def get_checkpoint(request: Request) -> Checkpoint:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 CheckpointDep = Annotated[Checkpoint, Depends(get_checkpoint)]
 
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+_TRUE = {"true", "1", "yes", "on"}
+_BOOLEAN_WORDS = _TRUE | {"false", "0", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ async def get_inference_call(request: Request) -> InferenceCall:
     if requested is not None and requested not in OutputFormat.__members__:
         raise InvalidInput(f"query parameter format must be one of json, png, npy; got {requested[:40]!r}")
     resize = params.get("resize", "false").lower()
-    if resize not in _TRUE | _FALSE:
+    if resize not in _BOOLEAN_WORDS:
         raise InvalidInput(f"query parameter resize must be true or false; got {resize[:40]!r}")
     output = choose_format(OutputFormat(requested) if requested else None, request.headers.get("accept"))
     return InferenceCall(serving.batcher, serving.settings, serving.config, output, resize in _TRUE)

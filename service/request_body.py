@@ -29,6 +29,7 @@ IMAGE_CONTENT_TYPES = ("multipart/form-data", "image/png (or any image/*)", "app
 LATENT_CONTENT_TYPES = ("application/json", NPY_MEDIA_TYPE)
 _NPY_TYPES = {NPY_MEDIA_TYPE, "application/npy", "application/octet-stream"}
 _NPY_MAGIC = b"\x93NUMPY"
+_UNION_TAGS = {"base64", "pixels", "batch", "single"}  # tags of service.schemas' unions: not part of a path
 
 ImageDecoder = Callable[..., np.ndarray]  # decode_image with the limits bound: (data, *, what)
 
@@ -155,11 +156,7 @@ def _from_validation(exc: ValidationError) -> APIError:
         return MalformedBody(f"the body is not valid JSON: {detail}")
     parts = []
     for err in errors[:3]:
-        where = "".join(
-            f"[{p}]" if isinstance(p, int) else f".{p}"
-            for p in err["loc"]
-            if p not in ("base64", "pixels", "batch", "single")
-        )
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"] if p not in _UNION_TAGS)
         parts.append(f"{where.lstrip('.') or 'body'}: {err['msg']}")
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     return InvalidInput("; ".join(parts) + more)

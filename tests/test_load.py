@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import torch
 
-from bench.harness import LiveServer
+from bench.harness import LiveServer, rss_mb
 from service.checkpoint import load_checkpoint
 from tests.conftest import SHIPPED_WEIGHTS, image_file, npy
 
@@ -20,13 +19,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 CLIENTS = 32
 REQUESTS_PER_CLIENT = 24
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 async def test_mixed_concurrent_load(live_server: LiveServer, mnist_test) -> None:  # type: ignore[no-untyped-def]
