@@ -61,9 +61,8 @@ class InferenceCall:
     resize: bool  # ?resize=true: scale images that are not 28x28 instead of refusing them
 
 
-async def get_inference_call(request: Request) -> InferenceCall:
+def inference_call(request: Request, state: ServiceState) -> InferenceCall:
     """401 without the API key (when one is set), 503 until the model is warm, 422 for bad parameters."""
-    state = _state(request)
     check_api_key(request, state.settings.api_key)
     serving = state.serving
     if not state.ready or serving is None:
@@ -77,6 +76,10 @@ async def get_inference_call(request: Request) -> InferenceCall:
         raise InvalidInput(f"query parameter resize must be true or false; got {resize[:40]!r}")
     output = choose_format(OutputFormat(requested) if requested else None, request.headers.get("accept"))
     return InferenceCall(serving.batcher, serving.settings, serving.config, output, resize in _TRUE)
+
+
+async def get_inference_call(request: Request) -> InferenceCall:
+    return inference_call(request, _state(request))
 
 
 InferenceCallDep = Annotated[InferenceCall, Depends(get_inference_call)]

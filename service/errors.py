@@ -98,9 +98,17 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return json_response(error_body(code, message), status, headers)
 
 
+def api_error_response(exc: APIError) -> Response:
+    return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+
+
+def internal_error_response() -> Response:
+    return error_response(500, "internal_error", "internal server error; the request id in X-Request-ID is logged")
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
-    return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+    return api_error_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -121,7 +129,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", "internal server error; the request id in X-Request-ID is logged")
+    return internal_error_response()
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -18,6 +18,7 @@ from service.batcher import MicroBatcher
 from service.checkpoint import CheckpointError, load_checkpoint
 from service.device import resolve_device
 from service.errors import install_error_handlers
+from service.hot_path import InferenceHotPath
 from service.inference import Predictor
 from service.logs import configure_logging
 from service.metrics import Metrics
@@ -105,6 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     app.state.service = ServiceState(settings=settings, metrics=metrics)
     install_error_handlers(app)
+    # added first, so innermost: inside the request-id, body-limit, metrics and CORS layers
+    hot_routes = [*inference.router.routes, *(noop.router.routes if settings.enable_noop_route else ())]
+    app.add_middleware(InferenceHotPath, routes=hot_routes, state=app.state.service)
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
