@@ -106,9 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     app.state.service = ServiceState(settings=settings, metrics=metrics)
     install_error_handlers(app)
-    # added first, so innermost: inside the request-id, body-limit, metrics and CORS layers
-    hot_routes = [*inference.router.routes, *(noop.router.routes if settings.enable_noop_route else ())]
-    app.add_middleware(InferenceHotPath, routes=hot_routes, state=app.state.service)
+    if settings.hot_path:  # added first, so innermost: inside the request-id, body-limit, metrics and CORS layers
+        hot_routes = [*inference.router.routes, *(noop.router.routes if settings.enable_noop_route else ())]
+        app.add_middleware(InferenceHotPath, routes=hot_routes, state=app.state.service)
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,

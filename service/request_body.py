@@ -41,7 +41,9 @@ def media_type(request: Request) -> str:
 async def read_images(request: Request, settings: Settings, *, size: int, resize: bool) -> np.ndarray:
     """The request's images as (N,size,size) float32 in [0,1]."""
     kind = media_type(request)
-    decode: ImageDecoder = partial(decode_image, size=size, max_pixels=settings.max_image_pixels, resize=resize)
+    decode: ImageDecoder = partial(
+        decode_image, size=size, max_pixels=settings.max_image_pixels, resize=resize, fast_png=settings.fast_png
+    )
     if kind == "multipart/form-data":
         return await _multipart_images(request, settings, decode)
     if kind.startswith("image/"):

@@ -29,6 +29,14 @@ class Settings(BaseSettings):
     )
     gc_freeze: bool = Field(True, description="after warm-up, exempt start-up objects from garbage collection")
 
+    # request path
+    hot_path: bool = Field(
+        True, description="serve /encode, /decode, /reconstruct straight from ASGI; false: through FastAPI's router"
+    )
+    fast_png: bool = Field(
+        True, description="decode plain 8-bit grayscale PNGs with libspng (pyspng) when installed; false: Pillow only"
+    )
+
     # micro-batching
     max_batch_images: int = Field(256, ge=1, le=65536, description="images gathered into one forward pass")
     max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits to fill up")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.codecs.images import decode_image, latent_picture, png_bytes, tile
+from service.codecs import images
+from service.codecs.images import decode_image, decode_with_pillow, latent_picture, png_bytes, tile
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from tests.conftest import png_declaring
 
@@ -27,6 +28,51 @@ def test_grayscale_png_decodes_exactly() -> None:
     pixels = digit()
     out = decode_image(encode(Image.fromarray(pixels)), **LIMITS)
     assert out.dtype == np.float32 and out.shape == (28, 28)
+    np.testing.assert_array_equal(out, pixels / np.float32(255))
+
+
+needs_pyspng = pytest.mark.skipif(images.pyspng is None, reason="pyspng is not installed here")
+
+
+@needs_pyspng
+@pytest.mark.parametrize("options", [{}, {"optimize": True}, {"compress_level": 0}, {"compress_level": 9}])
+def test_the_libspng_path_gives_pillows_floats_bit_for_bit(options: dict[str, object]) -> None:
+    for seed in range(20):
+        pixels = digit(seed)
+        pixels[: seed % 28] = 0  # runs of zeros: the encoder picks different row filters
+        data = encode(Image.fromarray(pixels), **options)
+        fast = images._plain_gray_png(data, 28)
+        assert fast is not None, "a plain 8-bit grayscale PNG takes the libspng path"
+        assert fast.dtype == np.float32
+        np.testing.assert_array_equal(fast, decode_with_pillow(data, **LIMITS))
+
+
+@needs_pyspng
+def test_only_plain_grayscale_pngs_of_the_right_size_take_the_libspng_path() -> None:
+    gray = Image.fromarray(digit())
+    assert images._plain_gray_png(encode(gray), 28) is not None
+    transparent = encode(gray, transparency=0)  # a tRNS chunk: Pillow composites it
+    others = {
+        "transparency": transparent,
+        "rgb": encode(gray.convert("RGB")),
+        "16-bit": encode(Image.fromarray(np.zeros((28, 28), np.uint16))),
+        "other size": encode(Image.fromarray(np.zeros((29, 28), np.uint8))),
+        "jpeg": encode(gray, "JPEG"),
+        "truncated": encode(gray)[:60],
+    }
+    for name, data in others.items():
+        assert images._plain_gray_png(data, 28) is None, name
+    # and transparency still counts as black through decode_image
+    assert decode_image(transparent, **LIMITS)[np.asarray(gray) == 0].max() == 0
+
+
+def test_fast_png_off_leaves_everything_to_pillow(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unwanted(*_: object) -> None:
+        raise AssertionError("libspng path taken")
+
+    monkeypatch.setattr(images, "_plain_gray_png", unwanted)
+    pixels = digit()
+    out = decode_image(encode(Image.fromarray(pixels)), **LIMITS, fast_png=False)
     np.testing.assert_array_equal(out, pixels / np.float32(255))
 
 

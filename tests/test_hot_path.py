@@ -96,3 +96,33 @@ async def test_metrics_label_hot_path_requests_by_route(tiny_checkpoint: Path) -
         text = (await client.get("/metrics")).text
     assert 'mnist_ae_http_requests_total{method="POST",route="/reconstruct",status="200"} 3.0' in text
     assert 'mnist_ae_http_requests_total{method="POST",route="/reconstruct",status="415"} 1.0' in text
+
+
+async def test_with_the_hot_path_off_fastapi_gives_the_same_answers(tiny_checkpoint: Path) -> None:
+    requests: list[tuple[str, bytes, dict[str, str]]] = [
+        ("/reconstruct", DIGIT, PNG),
+        ("/reconstruct?format=npy", DIGIT, PNG),
+        ("/encode", DIGIT, {**PNG, "accept": "image/png"}),
+        ("/reconstruct", b"junk", PNG),
+        ("/reconstruct?format=gif", DIGIT, PNG),
+        ("/decode", b"{}", {"content-type": "application/json"}),
+        ("/encode", DIGIT, {"content-type": "text/plain"}),
+    ]
+    answers = {}
+    for hot_path in (True, False):
+        async with in_process(service_settings(tiny_checkpoint, hot_path=hot_path)) as (app, client):
+            answers[hot_path] = [await client.post(path, content=body, headers=hdrs) for path, body, hdrs in requests]
+            await client.get("/healthz")
+            assert any(isinstance(layer, InferenceHotPath) for layer in _layers(app)) is hot_path
+    for hot, routed in zip(answers[True], answers[False], strict=True):
+        assert (hot.status_code, hot.content, hot.headers["content-type"]) == (
+            routed.status_code, routed.content, routed.headers["content-type"]
+        )  # fmt: skip
+
+
+def _layers(app: Any) -> list[object]:
+    layers, layer = [], app.middleware_stack
+    while layer is not None:
+        layers.append(layer)
+        layer = getattr(layer, "app", None)
+    return layers
