@@ -1,7 +1,7 @@
 """What each serving lever is worth: the single-image and 256-image benchmarks with one lever
 turned off at a time, side by side in one run.
 
-    python -m bench.levers          # about 3 minutes on 2 CPU cores
+    python -m bench.levers          # about 4 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from bench.wrk import run_wrk, run_wrk_for_requests
 # name -> (environment, extra `python -m service` arguments)
 CONFIGS: dict[str, tuple[dict[str, str], list[str]]] = {
     "all levers (the defaults)": ({}, []),
+    "FastAPI's router instead of the hot path": ({"MNIST_AE_HOT_PATH": "false"}, []),
+    "Pillow instead of libspng for PNG decoding": ({"MNIST_AE_FAST_PNG": "false"}, []),
     "no micro-batching (batches of 1)": ({"MNIST_AE_MAX_BATCH_IMAGES": "1", "MNIST_AE_MAX_WAIT_MS": "0"}, []),
     "batch wait 0 ms instead of 2": ({"MNIST_AE_MAX_WAIT_MS": "0"}, []),
     "batch wait 10 ms instead of 2": ({"MNIST_AE_MAX_WAIT_MS": "10"}, []),

@@ -5,7 +5,8 @@ FastAPI service, and the raw model; plus cold start and memory.
 
 1. One PNG per request to /reconstruct, 64 keep-alive connections, 20k requests a run, three
    rounds interleaved (medians reported), against (a) this server's POST /noop (same server,
-   same middleware, body read, nothing else: HTTP's own cost) and (b) bench/naive_service.py.
+   same middleware and hot path, same per-call checks, body read, nothing else: HTTP's own
+   cost) and (b) bench/naive_service.py.
 2. 256 images per request, as .npy and as multipart PNG, against the model's own forward pass
    at batch 256 in-process.
 3. Cold start to /readyz 200, and resident memory across 60k+ requests.
