@@ -1,12 +1,13 @@
 """What each serving lever is worth: the single-image and 256-image benchmarks with one lever
 turned off at a time, side by side in one run.
 
-    python -m bench.levers          # about 4 minutes on 2 CPU cores
+    python -m bench.levers          # about 5 minutes on 2 CPU cores, 10 servers (~7 GB) at once
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from bench.harness import start_server, stop_server
 from bench.report import write_section
 from bench.serving import PNG, batch_bodies
-from bench.wrk import run_wrk, run_wrk_for_requests
+from bench.wrk import LoadResult, run_wrk, run_wrk_for_requests
 
 # name -> (environment, extra `python -m service` arguments)
 CONFIGS: dict[str, tuple[dict[str, str], list[str]]] = {
@@ -34,34 +35,43 @@ CONFIGS: dict[str, tuple[dict[str, str], list[str]]] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp_name:
+    with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as running:
         tmp = Path(tmp_name)
         npy, _, _ = batch_bodies(tmp, 256)
-        for name, (env, extra) in CONFIGS.items():
-            server = start_server(tmp / "server.log", env, command=("-m", "service", *extra))
-            try:
-                url = f"{server.url}/reconstruct"
-                single = [
-                    run_wrk_for_requests(url, PNG, requests=args.requests, content_type="image/png", connections=64)
-                    for _ in range(args.rounds)
-                ]
-                batch = run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy",
-                                connections=4, seconds=5)  # fmt: skip
-            finally:
-                stop_server(server)
-            rps = statistics.median(r.rps for r in single)
-            p99 = statistics.median(r.p99_ms for r in single)
-            print(f"  {name}: {rps:,.0f} req/s p99 {p99:.1f} ms; batches {batch.rps * 256:,.0f} images/s", flush=True)
-            rows.append((name, rps, p99, batch.rps * 256))
+        # every configuration runs at once, each its own server, idle but for its turn; rounds go
+        # through all of them in turn, so a slow spell of the machine hits every row alike
+        urls = {}
+        for i, (name, (env, extra)) in enumerate(CONFIGS.items()):
+            server = start_server(tmp / f"server{i}.log", env, command=("-m", "service", *extra))
+            running.callback(stop_server, server)
+            urls[name] = f"{server.url}/reconstruct"
+        single: dict[str, list[LoadResult]] = {name: [] for name in CONFIGS}
+        batch: dict[str, list[float]] = {name: [] for name in CONFIGS}
+        for r in range(args.rounds):
+            for name, url in urls.items():
+                result = run_wrk_for_requests(url, PNG, requests=args.requests, content_type="image/png",
+                                              connections=64)  # fmt: skip
+                assert result.non_2xx == 0 and result.socket_errors == 0, (name, result)
+                single[name].append(result)
+                batched = run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy",
+                                  connections=4, seconds=5)  # fmt: skip
+                batch[name].append(batched.rps * 256)
+                print(f"  round {r + 1} {name}: {result.rps:,.0f} req/s p99 {result.p99_ms:.1f} ms; "
+                      f"batches {batched.rps * 256:,.0f} images/s", flush=True)  # fmt: skip
+    rows = [
+        (name, statistics.median(x.rps for x in single[name]), statistics.median(x.p99_ms for x in single[name]),
+         statistics.median(batch[name]))
+        for name in CONFIGS
+    ]  # fmt: skip
     base = rows[0]
     body = "\n".join([
         "## Serving levers, one at a time",
         "",
-        f"Single image: one PNG per request to `/reconstruct`, 64 connections, {args.requests:,} requests, median of "
-        f"{args.rounds}. Batches: 256 images per request as `.npy`, 4 connections, 5 s.",
+        f"Single image: one PNG per request to `/reconstruct`, 64 connections, {args.requests:,} requests. Batches: "
+        "256 images per request as `.npy`, 4 connections, 5 s. Every configuration is its own server, all running "
+        f"at once; {args.rounds} rounds go through them in turn, and each figure is the median of its runs.",
         "",
         "| configuration | req/s | vs defaults | p99 ms | batched images/s | vs defaults |",
         "|---|---:|---:|---:|---:|---:|",
