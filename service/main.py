@@ -21,6 +21,7 @@ from service.errors import install_error_handlers
 from service.hot_path import InferenceHotPath
 from service.inference import Predictor
 from service.logs import configure_logging
+from service.memory import limit_malloc_arenas, release_free_memory
 from service.metrics import Metrics
 from service.middleware import RequestContextMiddleware
 from service.routes import inference, noop, ops
@@ -30,6 +31,7 @@ from service.state import ServiceState, Serving
 log = logging.getLogger("service")
 
 DRAIN_TIMEOUT_S = 20.0
+MALLOC_ARENAS = 2  # the event loop's and the inference thread's
 
 
 class StartupError(RuntimeError):
@@ -57,6 +59,7 @@ def load_model(state: ServiceState) -> Predictor:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
     settings = state.settings
+    limit_malloc_arenas(MALLOC_ARENAS)  # before the inference and warm-up threads exist
     predictor = load_model(state)
     batcher = MicroBatcher(
         predictor, max_batch_images=settings.max_batch_images, max_wait_s=settings.max_wait_ms / 1000,
@@ -72,6 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # freezing it keeps full collections from walking it again, pauses of ~100 ms under load
             gc.collect()
             gc.freeze()
+        release_free_memory()  # what loading and the warm-up batches left behind
         state.set_ready(True)
         log.info("ready: warm-up took %.3f s", seconds)
 
