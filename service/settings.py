@@ -39,8 +39,9 @@ class Settings(BaseSettings):
 
     # micro-batching
     max_batch_images: int = Field(256, ge=1, le=65536, description="images gathered into one forward pass")
-    # 0: no waiting; under load, batches are what queued during the previous forward pass, which
-    # measured 10% faster than a 2 ms wait on CPU (BENCHMARKS.md, "Serving levers")
+    # 0: no waiting; under load, batches are what queued during the previous forward pass. On CPU
+    # 0 and 2 ms measured the same within noise (BENCHMARKS.md, "Serving levers"), and 0 adds
+    # nothing to latency when the server is quiet; on a GPU, whose passes are short, try 1-2 ms
     max_wait_ms: float = Field(0.0, ge=0, le=1000, description="how long a batch may wait to fill up")
     max_queue_images: int = Field(16384, ge=1, description="images waiting at most; beyond it requests get 503")
 

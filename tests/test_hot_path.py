@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -126,3 +127,13 @@ def _layers(app: Any) -> list[object]:
         layers.append(layer)
         layer = getattr(layer, "app", None)
     return layers
+
+
+async def test_behind_a_proxy_root_path_the_same_routes_match(tiny_checkpoint: Path) -> None:
+    async with in_process(service_settings(tiny_checkpoint)) as (app, _):
+        transport = httpx.ASGITransport(app=app, root_path="/ae")
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            response = await client.post("/ae/reconstruct", content=DIGIT, headers=PNG)
+            assert response.status_code == 200
+            assert response.json()["shape"] == [1, 1, 28, 28]
+            assert (await client.post("/ae/reconstruct", content=b"junk", headers=PNG)).status_code == 415
