@@ -40,8 +40,10 @@ def start_server(
     command: Sequence[str] = ("-m", "service"),
     ready_path: str = "/readyz",
     timeout_s: float = 60.0,
+    cwd: Path = REPO,
 ) -> LiveServer:
-    """Run ``python <command> --host 127.0.0.1 --port <free>``; return once ``ready_path`` answers 200.
+    """Run ``python <command> --host 127.0.0.1 --port <free>`` in ``cwd`` (``-m`` imports from
+    there first); return once ``ready_path`` answers 200.
 
     Output goes to ``log_path`` (a pipe could fill up and stall the server).
     """
@@ -49,7 +51,7 @@ def start_server(
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, *command, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env={**os.environ, "MNIST_AE_LOG_FORMAT": "json", **env},
+            cwd=cwd, env={**os.environ, "MNIST_AE_LOG_FORMAT": "json", **env},
             stdout=log_file, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

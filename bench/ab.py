@@ -1,0 +1,90 @@
+"""Two checkouts of the service side by side, for changes that have no switch: both servers run
+at once and the rounds alternate between them, so the machine's drift hits both alike.
+
+    git worktree add /tmp/base <commit>
+    python -m bench.ab --base /tmp/base --name batcher-queue
+
+Single image: one PNG per request to /reconstruct, 64 connections. Batches: 256 images per
+request as .npy, 4 connections. The section goes to BENCHMARKS.md as ``ab-<name>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+from bench.harness import REPO, start_server, stop_server
+from bench.report import write_section
+from bench.serving import PNG, batch_bodies
+from bench.wrk import run_wrk, run_wrk_for_requests
+
+
+def commit_of(checkout: Path) -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=checkout,
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return out.stdout.strip() + ("+changes" if dirty else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=Path, required=True, help="checkout to compare against")
+    parser.add_argument("--name", required=True, help="what the change is (the section's name)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=10_000, help="requests per single-image run")
+    args = parser.parse_args()
+    checkouts = {"base": args.base.resolve(), "this checkout": REPO}
+    commits = {label: commit_of(path) for label, path in checkouts.items()}
+    single: dict[str, list[float]] = {label: [] for label in checkouts}
+    p99: dict[str, list[float]] = {label: [] for label in checkouts}
+    batched: dict[str, list[float]] = {label: [] for label in checkouts}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        npy, _, _ = batch_bodies(tmp, 256)
+        servers = {}
+        try:
+            for label, path in checkouts.items():
+                servers[label] = start_server(tmp / f"{label}.log", {"PYTHONPATH": str(path)}, cwd=path)
+            for r in range(args.rounds):
+                for label, server in servers.items():
+                    url = f"{server.url}/reconstruct"
+                    one = run_wrk_for_requests(url, PNG, requests=args.requests, content_type="image/png",
+                                               connections=64)  # fmt: skip
+                    big = run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy",
+                                  connections=4, seconds=5)  # fmt: skip
+                    assert one.non_2xx == 0 and big.non_2xx == 0, label
+                    single[label].append(one.rps)
+                    p99[label].append(one.p99_ms)
+                    batched[label].append(big.rps * 256)
+                    print(f"  round {r + 1} {label}: {one.rps:,.0f} req/s p99 {one.p99_ms:.1f} ms; "
+                          f"batches {big.rps * 256:,.0f} images/s", flush=True)  # fmt: skip
+        finally:
+            for server in servers.values():
+                stop_server(server)
+    med = {label: (statistics.median(single[label]), statistics.median(p99[label]), statistics.median(batched[label]))
+           for label in checkouts}  # fmt: skip
+    base = med["base"]
+    rows = [
+        f"| {label} ({commits[label]}) | {s:,.0f} | {s / base[0]:.2f}x | {p:.1f} | {b:,.0f} | {b / base[2]:.2f}x |"
+        for label, (s, p, b) in med.items()
+    ]
+    body = "\n".join([
+        f"## Side by side: {args.name}",
+        "",
+        f"Both servers running at once, {args.rounds} alternating rounds, medians. Single image: one PNG per request "
+        f"to `/reconstruct`, 64 connections, {args.requests:,} requests. Batches: 256 images per request as `.npy`, "
+        "4 connections, 5 s.",
+        "",
+        "| server | req/s | vs base | p99 ms | batched images/s | vs base |",
+        "|---|---:|---:|---:|---:|---:|",
+        *rows,
+    ])  # fmt: skip
+    write_section(f"ab-{args.name}", f"python -m bench.ab --base <checkout of {commits['base']}> --name {args.name}",
+                  body)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
