@@ -69,7 +69,8 @@ class MicroBatcher:
         self._queued_images = 0  # in jobs not yet taken into a batch: what batching decisions look at
         self._unanswered_images = 0  # in jobs accepted and not yet answered: what the queue limit bounds
         self._arriving = 0  # requests being read or decoded, which will submit soon
-        self._wakeup = asyncio.Event()
+        self._wakeup = asyncio.Event()  # for an idle worker: a first job, an arrival done, a full batch
+        self._progress = asyncio.Event()  # for a busy worker: a pass finished, or a full batch is waiting
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
@@ -111,6 +112,8 @@ class MicroBatcher:
         # wake the worker only when it has something to decide: its first job, or a full batch
         if len(self._pending) == 1 or self._queued_images >= self.max_batch_images:
             self._wakeup.set()
+            if self._queued_images >= self.max_batch_images:
+                self._progress.set()
         return await job.future  # a cancelled wait cancels the future; the worker then skips the job
 
     async def close(self, timeout_s: float) -> bool:
@@ -120,6 +123,7 @@ class MicroBatcher:
         """
         self._closed = True
         self._wakeup.set()
+        self._progress.set()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
             drained = True
@@ -139,8 +143,8 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         """Hand batches to the inference thread: the next one once the thread is free, or at once
-        (queued behind the running pass, at most one) when it is full already. Every change of
-        state it waits for (a job, an arrival, a finished pass) sets ``_wakeup``."""
+        (queued behind the running pass, at most one) when it is full already. While a pass runs
+        it only wakes for what can change that (``_progress``), not for every arrival."""
         while True:
             self._in_flight = collections.deque(task for task in self._in_flight if not task.done())
             busy = bool(self._in_flight)
@@ -151,11 +155,14 @@ class MicroBatcher:
                 jobs = self._take_batch()
                 if jobs:
                     task = asyncio.get_running_loop().create_task(self._execute(jobs))
-                    task.add_done_callback(lambda _: self._wakeup.set())
+                    task.add_done_callback(lambda _: self._progress.set())
                     self._in_flight.append(task)
                 continue
-            if not busy and not self._pending:
-                self._idle.set()
+            if busy:
+                self._progress.clear()
+                await self._progress.wait()
+                continue
+            self._idle.set()  # nothing running, nothing queued
             self._wakeup.clear()
             await self._wakeup.wait()
 
