@@ -154,9 +154,7 @@ class MicroBatcher:
                     await self._wait_for_more()
                 jobs = self._take_batch()
                 if jobs:
-                    task = asyncio.get_running_loop().create_task(self._execute(jobs))
-                    task.add_done_callback(lambda _: self._progress.set())
-                    self._in_flight.append(task)
+                    self._dispatch(jobs)
                 continue
             if busy:
                 self._progress.clear()
@@ -199,7 +197,9 @@ class MicroBatcher:
         self.metrics.queue_images.set(self._queued_images)
         return jobs
 
-    async def _execute(self, jobs: list[_Job]) -> None:
+    def _dispatch(self, jobs: list[_Job]) -> None:
+        """Hand ``jobs`` to the inference thread now (one pass per operation), each pass followed
+        up by a task that answers its jobs."""
         now = time.perf_counter()
         for job in jobs:
             self.metrics.queue_wait.observe(now - job.enqueued_at)
@@ -209,22 +209,30 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         for op, group in by_op.items():
             inputs = group[0].inputs if len(group) == 1 else np.concatenate([j.inputs for j in group])
-            try:
-                outputs, seconds = await loop.run_in_executor(self._executor, self._forward, op, inputs)
-            except Exception as exc:
-                self.metrics.batch_failures.labels(op.value).inc()
-                log.exception("forward pass for %s on %d inputs failed", op.value, len(inputs))
-                error = InferenceFailed(f"inference failed for the batch this request was in ({type(exc).__name__})")
-                for job in group:
-                    if not job.future.done():
-                        job.future.set_exception(error)
-                continue
-            finally:
-                self._unanswered_images -= sum(job.size for job in group)
-            self.metrics.inference_seconds.labels(op.value).observe(seconds)
-            self.metrics.batch_images.labels(op.value).observe(len(inputs))
-            self.metrics.images.labels(op.value).inc(len(inputs))
-            _split(group, outputs)
+            # submitted here, not in the task: the thread starts at once, whatever the loop does next
+            forward = loop.run_in_executor(self._executor, self._forward, op, inputs)
+            self._in_flight.append(loop.create_task(self._answer(op, group, len(inputs), forward)))
+
+    async def _answer(self, op: Op, group: list[_Job], n: int, forward: asyncio.Future[tuple[Result, float]]) -> None:
+        try:
+            outputs, seconds = await forward
+        except Exception as exc:
+            self.metrics.batch_failures.labels(op.value).inc()
+            log.exception("forward pass for %s on %d inputs failed", op.value, n)
+            error = InferenceFailed(f"inference failed for the batch this request was in ({type(exc).__name__})")
+            for job in group:
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
+        finally:
+            self._unanswered_images -= sum(job.size for job in group)
+            # wakes the worker before the requests below: it hands the thread its next batch
+            # before the event loop gets busy writing these responses
+            self._progress.set()
+        self.metrics.inference_seconds.labels(op.value).observe(seconds)
+        self.metrics.batch_images.labels(op.value).observe(n)
+        self.metrics.images.labels(op.value).inc(n)
+        _split(group, outputs)
 
     def _forward(self, op: Op, inputs: np.ndarray) -> tuple[Result, float]:
         """In the inference thread: one pass, and how long it took (not counting time queued behind another)."""
