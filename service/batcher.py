@@ -7,10 +7,7 @@ them into forward passes of up to ``max_batch_images`` and splits the results ba
   as no other request is on its way (being read or decoded: see :meth:`MicroBatcher.arrival`).
   So a lone client pays no wait at all, and under load the previous forward pass takes longer
   than ``max_wait_s`` anyway, so batches form without any waiting.
-- Forward passes run in one dedicated thread, off the event loop, one at a time. While one
-  runs, the next batch waits to fill up, unless it is full already: then it is queued behind
-  the running pass at once, so that the thread starts on it the moment it is free instead of
-  after a round trip through the busy event loop (big-batch clients: BENCHMARKS.md).
+- Forward passes run in one dedicated thread, off the event loop, one at a time.
 - If a forward pass raises, only the requests in that batch fail (500); the worker goes on.
 - A request cancelled while queued (its client went away) is dropped from the batch.
 - The queue is bounded (``max_queue_images``): beyond it, requests get 503 at once.
@@ -66,17 +63,14 @@ class MicroBatcher:
         self.max_queue_images = max_queue_images
         self.metrics = metrics
         self._pending: collections.deque[_Job] = collections.deque()
-        self._queued_images = 0  # in jobs not yet taken into a batch: what batching decisions look at
-        self._unanswered_images = 0  # in jobs accepted and not yet answered: what the queue limit bounds
+        self._queued_images = 0
         self._arriving = 0  # requests being read or decoded, which will submit soon
-        self._wakeup = asyncio.Event()  # for an idle worker: a first job, an arrival done, a full batch
-        self._progress = asyncio.Event()  # for a busy worker: a pass finished, or a full batch is waiting
+        self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._worker: asyncio.Task[None] | None = None
-        self._in_flight: collections.deque[asyncio.Task[None]] = collections.deque()  # oldest first, at most 2
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
@@ -97,23 +91,19 @@ class MicroBatcher:
         if self._closed or self._worker is None:
             raise NotReady("the server is shutting down" if self._closed else "the model is not loaded yet")
         n = int(inputs.shape[0])
-        if self._unanswered_images + n > self.max_queue_images:
+        if self._queued_images + n > self.max_queue_images:
             raise Overloaded(
-                f"{self._unanswered_images} images are queued or running already (limit {self.max_queue_images}); "
-                "retry shortly",
+                f"{self._queued_images} images are queued already (limit {self.max_queue_images}); retry shortly",
                 headers={"retry-after": "1"},
             )
         job = _Job(op, inputs, asyncio.get_running_loop().create_future())
         self._pending.append(job)
         self._queued_images += n
-        self._unanswered_images += n
         self.metrics.queue_images.set(self._queued_images)
         self._idle.clear()
         # wake the worker only when it has something to decide: its first job, or a full batch
         if len(self._pending) == 1 or self._queued_images >= self.max_batch_images:
             self._wakeup.set()
-            if self._queued_images >= self.max_batch_images:
-                self._progress.set()
         return await job.future  # a cancelled wait cancels the future; the worker then skips the job
 
     async def close(self, timeout_s: float) -> bool:
@@ -123,7 +113,6 @@ class MicroBatcher:
         """
         self._closed = True
         self._wakeup.set()
-        self._progress.set()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
             drained = True
@@ -133,8 +122,6 @@ class MicroBatcher:
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
-        if self._in_flight:  # only when the drain timed out: give the passes handed over a last chance
-            await asyncio.wait(self._in_flight, timeout=timeout_s)
         for job in self._pending:
             if not job.future.done():
                 job.future.set_exception(NotReady("the server shut down before this request ran"))
@@ -142,27 +129,16 @@ class MicroBatcher:
         return drained
 
     async def _run(self) -> None:
-        """Hand batches to the inference thread: the next one once the thread is free, or at once
-        (queued behind the running pass, at most one) when it is full already. While a pass runs
-        it only wakes for what can change that (``_progress``), not for every arrival."""
         while True:
-            self._in_flight = collections.deque(task for task in self._in_flight if not task.done())
-            busy = bool(self._in_flight)
-            full = self._queued_images >= self.max_batch_images
-            if self._pending and (not busy or (full and len(self._in_flight) < 2)):
-                if not busy:
-                    await self._wait_for_more()
-                jobs = self._take_batch()
-                if jobs:
-                    self._dispatch(jobs)
+            if not self._pending:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
                 continue
-            if busy:
-                self._progress.clear()
-                await self._progress.wait()
-                continue
-            self._idle.set()  # nothing running, nothing queued
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            await self._wait_for_more()
+            jobs = self._take_batch()
+            if jobs:
+                await self._execute(jobs)
 
     async def _wait_for_more(self) -> None:
         """Let the batch fill while requests are on their way, until it is full or its oldest job
@@ -190,16 +166,13 @@ class MicroBatcher:
             self._pending.popleft()
             self._queued_images -= job.size
             if job.future.done():  # cancelled: the client went away
-                self._unanswered_images -= job.size
                 continue
             jobs.append(job)
             total += job.size
         self.metrics.queue_images.set(self._queued_images)
         return jobs
 
-    def _dispatch(self, jobs: list[_Job]) -> None:
-        """Hand ``jobs`` to the inference thread now (one pass per operation), each pass followed
-        up by a task that answers its jobs."""
+    async def _execute(self, jobs: list[_Job]) -> None:
         now = time.perf_counter()
         for job in jobs:
             self.metrics.queue_wait.observe(now - job.enqueued_at)
@@ -209,36 +182,21 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         for op, group in by_op.items():
             inputs = group[0].inputs if len(group) == 1 else np.concatenate([j.inputs for j in group])
-            # submitted here, not in the task: the thread starts at once, whatever the loop does next
-            forward = loop.run_in_executor(self._executor, self._forward, op, inputs)
-            self._in_flight.append(loop.create_task(self._answer(op, group, len(inputs), forward)))
-
-    async def _answer(self, op: Op, group: list[_Job], n: int, forward: asyncio.Future[tuple[Result, float]]) -> None:
-        try:
-            outputs, seconds = await forward
-        except Exception as exc:
-            self.metrics.batch_failures.labels(op.value).inc()
-            log.exception("forward pass for %s on %d inputs failed", op.value, n)
-            error = InferenceFailed(f"inference failed for the batch this request was in ({type(exc).__name__})")
-            for job in group:
-                if not job.future.done():
-                    job.future.set_exception(error)
-            return
-        finally:
-            self._unanswered_images -= sum(job.size for job in group)
-            # wakes the worker before the requests below: it hands the thread its next batch
-            # before the event loop gets busy writing these responses
-            self._progress.set()
-        self.metrics.inference_seconds.labels(op.value).observe(seconds)
-        self.metrics.batch_images.labels(op.value).observe(n)
-        self.metrics.images.labels(op.value).inc(n)
-        _split(group, outputs)
-
-    def _forward(self, op: Op, inputs: np.ndarray) -> tuple[Result, float]:
-        """In the inference thread: one pass, and how long it took (not counting time queued behind another)."""
-        started = time.perf_counter()
-        outputs = self.predictor.run(op, inputs)
-        return outputs, time.perf_counter() - started
+            started = time.perf_counter()
+            try:
+                outputs = await loop.run_in_executor(self._executor, self.predictor.run, op, inputs)
+            except Exception as exc:
+                self.metrics.batch_failures.labels(op.value).inc()
+                log.exception("forward pass for %s on %d inputs failed", op.value, len(inputs))
+                error = InferenceFailed(f"inference failed for the batch this request was in ({type(exc).__name__})")
+                for job in group:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                continue
+            self.metrics.inference_seconds.labels(op.value).observe(time.perf_counter() - started)
+            self.metrics.batch_images.labels(op.value).observe(len(inputs))
+            self.metrics.images.labels(op.value).inc(len(inputs))
+            _split(group, outputs)
 
 
 class _Arrival:
