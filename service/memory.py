@@ -4,7 +4,7 @@
   keeping freed memory for itself; the event loop, the inference thread and torch's workers
   share two here.
 - After warm-up, hand back to the OS what start-up and the warm-up batches freed.
-Together about 25 MB less resident memory under load (BENCHMARKS.md).
+Together about 15-20 MB less resident memory under load, measured on this service.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
-try:  # an optional speed-up: wheels exist for x86_64 Linux, macOS and Windows
+try:  # an optional speed-up, installed where wheels exist (x86_64 Linux, macOS: see pyproject.toml)
     import pyspng
 except ImportError:  # pragma: no cover - exercised where no wheel exists
     pyspng = None

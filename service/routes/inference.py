@@ -1,4 +1,9 @@
-"""POST /encode, /decode and /reconstruct: decode the body, run the batch, encode the response."""
+"""POST /encode, /decode and /reconstruct: decode the body, run the batch, encode the response.
+
+FastAPI declares and documents these routes; requests reach the functions straight from ASGI
+through ``service.hot_path`` (or through FastAPI's router with ``MNIST_AE_HOT_PATH=false``),
+with the same ``InferenceCall`` either way.
+"""
 
 from __future__ import annotations
 
