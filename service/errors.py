@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from service.http_json import json_response
@@ -102,6 +103,15 @@ def api_error_response(exc: APIError) -> Response:
     return error_response(exc.status_code, exc.code, exc.message, exc.headers)
 
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its answer: not a server error
+
+
+def client_gone_response() -> Response:
+    """What is recorded (in logs and metrics) for a client that left mid-request; nobody reads it."""
+    log.info("the client went away before its request was read")
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 def internal_error_response() -> Response:
     return error_response(500, "internal_error", "internal server error; the request id in X-Request-ID is logged")
 
@@ -127,6 +137,10 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return error_response(422, "invalid_input", "; ".join(parts) or "invalid request")
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return client_gone_response()
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return internal_error_response()
@@ -136,4 +150,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

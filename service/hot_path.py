@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.deps import inference_call
-from service.errors import APIError, api_error_response, internal_error_response
+from service.errors import APIError, api_error_response, client_gone_response, internal_error_response
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,7 @@ class InferenceHotPath:
         except APIError as exc:
             response = api_error_response(exc)
         except ClientDisconnect:
-            log.info("client went away before its request body was read")
-            return  # nobody left to answer
+            response = client_gone_response()
         except Exception:
             log.exception("unhandled error on POST %s", scope["path"])
             response = internal_error_response()

@@ -137,3 +137,30 @@ async def test_behind_a_proxy_root_path_the_same_routes_match(tiny_checkpoint: P
             assert response.status_code == 200
             assert response.json()["shape"] == [1, 1, 28, 28]
             assert (await client.post("/ae/reconstruct", content=b"junk", headers=PNG)).status_code == 415
+
+
+@pytest.mark.parametrize("hot_path", [True, False])
+async def test_a_client_gone_before_its_body_arrived_is_a_499_not_a_server_error(
+    tiny_checkpoint: Path, hot_path: bool, capfd: pytest.CaptureFixture[str]
+) -> None:
+    async with in_process(service_settings(tiny_checkpoint, hot_path=hot_path)) as (app, client):
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": "/reconstruct", "raw_path": b"/reconstruct", "query_string": b"", "root_path": "",
+            "headers": [(b"host", b"test"), (b"content-type", b"image/png"), (b"content-length", b"300")],
+            "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+        }  # fmt: skip
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}  # the client hung up before sending its body
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        metrics = (await client.get("/metrics")).text
+    assert sent[0]["status"] == 499
+    assert 'route="/reconstruct",status="499"} 1.0' in metrics
+    assert 'status="500"' not in metrics
+    assert "unhandled error" not in capfd.readouterr().err
