@@ -18,8 +18,7 @@ from pathlib import Path
 
 from bench.harness import REPO, start_server, stop_server
 from bench.report import write_section
-from bench.serving import PNG, batch_bodies
-from bench.wrk import run_wrk, run_wrk_for_requests
+from bench.serving import batch_bodies, single_and_batched
 
 
 def commit_of(checkout: Path) -> str:
@@ -51,11 +50,7 @@ def main() -> None:
             for r in range(args.rounds):
                 for label, server in servers.items():
                     url = f"{server.url}/reconstruct"
-                    one = run_wrk_for_requests(url, PNG, requests=args.requests, content_type="image/png",
-                                               connections=64)  # fmt: skip
-                    big = run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy",
-                                  connections=4, seconds=5)  # fmt: skip
-                    assert one.non_2xx == 0 and big.non_2xx == 0, label
+                    one, big = single_and_batched(url, npy, requests=args.requests)
                     single[label].append(one.rps)
                     p99[label].append(one.p99_ms)
                     batched[label].append(big.rps * 256)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from bench.harness import start_server, stop_server
 from bench.report import write_section
-from bench.serving import PNG, batch_bodies
-from bench.wrk import LoadResult, run_wrk, run_wrk_for_requests
+from bench.serving import batch_bodies, single_and_batched
+from bench.wrk import LoadResult
 
 # name -> (environment, extra `python -m service` arguments)
 CONFIGS: dict[str, tuple[dict[str, str], list[str]]] = {
@@ -51,12 +51,8 @@ def main() -> None:
         batch: dict[str, list[float]] = {name: [] for name in CONFIGS}
         for r in range(args.rounds):
             for name, url in urls.items():
-                result = run_wrk_for_requests(url, PNG, requests=args.requests, content_type="image/png",
-                                              connections=64)  # fmt: skip
-                assert result.non_2xx == 0 and result.socket_errors == 0, (name, result)
+                result, batched = single_and_batched(url, npy, requests=args.requests)
                 single[name].append(result)
-                batched = run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy",
-                                  connections=4, seconds=5)  # fmt: skip
                 batch[name].append(batched.rps * 256)
                 print(f"  round {r + 1} {name}: {result.rps:,.0f} req/s p99 {result.p99_ms:.1f} ms; "
                       f"batches {batched.rps * 256:,.0f} images/s", flush=True)  # fmt: skip

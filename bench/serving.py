@@ -60,6 +60,15 @@ def batch_bodies(tmp: Path, n: int) -> tuple[Path, Path, str]:
     return npy, multipart, f"multipart/form-data; boundary={boundary}"
 
 
+def single_and_batched(url: str, npy: Path, *, requests: int) -> tuple[LoadResult, LoadResult]:
+    """One PNG per request (64 connections, ``requests`` of them), then 256-image .npy bodies
+    (4 connections, 5 s), against one server; both must answer 2xx throughout."""
+    single = run_wrk_for_requests(url, PNG, requests=requests, content_type="image/png", connections=64)
+    batched = run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy", connections=4, seconds=5)
+    assert single.non_2xx == batched.non_2xx == 0 and single.socket_errors == 0, (url, single, batched)
+    return single, batched
+
+
 def raw_forward_images_per_s(batch: int, repeats: int = 50) -> dict[str, float]:
     """The model alone, in-process, median of ``repeats`` passes: plain eager PyTorch
     (channels_last, inference mode), and the traced graph the server itself runs."""

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterable
 
 from fastapi.routing import APIRoute
+from starlette._utils import get_route_path  # what FastAPI's router matches with, root_path removed
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -34,7 +35,8 @@ class InferenceHotPath:
         self.routes = {route.path: route for route in routes if "POST" in (route.methods or ())}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get(_route_path(scope)) if scope["type"] == "http" and scope["method"] == "POST" else None
+        is_post = scope["type"] == "http" and scope["method"] == "POST"
+        route = self.routes.get(get_route_path(scope)) if is_post else None
         if route is None:
             await self.app(scope, receive, send)
             return
@@ -51,12 +53,3 @@ class InferenceHotPath:
             log.exception("unhandled error on POST %s", scope["path"])
             response = internal_error_response()
         await response(scope, receive, send)
-
-
-def _route_path(scope: Scope) -> str:
-    """The path within the app, as FastAPI's router matches it: without a proxy's ``root_path``."""
-    path: str = scope["path"]
-    root_path: str = scope.get("root_path", "")
-    if root_path and path.startswith(root_path) and path[len(root_path) : len(root_path) + 1] == "/":
-        return path[len(root_path) :]
-    return path
