@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.harness import REPO, start_server, stop_server
 from bench.report import write_section
-from bench.serving import batch_bodies, single_and_batched
+from bench.workload import batch_bodies, single_and_batched
 
 
 def commit_of(checkout: Path) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.harness import start_server, stop_server
 from bench.report import write_section
-from bench.serving import batch_bodies, single_and_batched
+from bench.workload import batch_bodies, single_and_batched
 from bench.wrk import LoadResult
 
 # name -> (environment, extra `python -m service` arguments)

@@ -7,8 +7,7 @@ import platform
 import re
 import subprocess
 import sys
-
-import torch
+from functools import cache
 
 from bench.harness import REPO
 
@@ -16,11 +15,22 @@ BENCHMARKS = REPO / "BENCHMARKS.md"
 HEADER = "# Benchmarks\n\nEach section is written by the command shown in it; numbers from one run on one machine.\n"
 
 
+@cache
+def torch_build() -> tuple[str, bool]:
+    """torch's version as it prints it (``2.14.1+cu130``), and whether it is a CUDA build; asked of a
+    child process: a benchmark that measures a server's memory must not map torch's libraries
+    itself (see bench/memory.py)."""
+    code = "import torch; print(torch.__version__, torch.version.cuda is not None)"
+    version, cuda = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                   check=True).stdout.split()  # fmt: skip
+    return version, cuda == "True"
+
+
 def machine() -> str:
     cores = len(os.sched_getaffinity(0))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     return (f"{platform.processor() or platform.machine()}, {cores} cores, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, commit {commit.strip() or 'unknown'}")  # fmt: skip
+            f"torch {torch_build()[0]}, commit {commit.strip() or 'unknown'}")  # fmt: skip
 
 
 def write_section(name: str, command: str, body: str) -> None:

@@ -1,5 +1,5 @@
 """Serving, side by side in one run: this service against its own no-op endpoint, a peer-style
-FastAPI service, and the raw model; plus cold start and memory.
+FastAPI service, and the raw model. Start-up and memory: bench/memory.py.
 
     python -m bench.serving          # about 4 minutes on 2 CPU cores
 
@@ -9,14 +9,12 @@ FastAPI service, and the raw model; plus cold start and memory.
    cost) and (b) bench/naive_service.py.
 2. 256 images per request, as .npy and as multipart PNG, against the model's own forward pass
    at batch 256 in-process.
-3. Cold start to /readyz 200, and resident memory across 60k+ requests.
 Load comes from wrk, a separate process, on loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import tempfile
 import time
@@ -25,48 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.harness import REPO, LiveServer, rss_mb, start_server, stop_server
+from bench.harness import REPO, LiveServer, start_server, stop_server
 from bench.report import write_section
+from bench.workload import PNG, batch_bodies
 from bench.wrk import LoadResult, run_wrk, run_wrk_for_requests
 from service.checkpoint import load_checkpoint
 from service.settings import DEFAULT_CHECKPOINT
-
-PNG = REPO / "examples" / "seven.png"
-
-
-def batch_bodies(tmp: Path, n: int) -> tuple[Path, Path, str]:
-    """n real-looking digits as one .npy body and as one multipart body of n PNG files."""
-    digits = np.load(REPO / "examples" / "digits.npy")
-    images = np.resize(digits, (n, 28, 28)).astype(np.uint8)
-    npy = tmp / "batch.npy"
-    buffer = io.BytesIO()
-    np.save(buffer, images, allow_pickle=False)
-    npy.write_bytes(buffer.getvalue())
-    from PIL import Image
-
-    boundary = "benchboundary7d3f"
-    parts = []
-    for i, image in enumerate(images):
-        png = io.BytesIO()
-        Image.fromarray(image).save(png, format="PNG")
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n'
-            f"Content-Type: image/png\r\n\r\n".encode()
-            + png.getvalue()
-            + b"\r\n"
-        )
-    multipart = tmp / "batch.multipart"
-    multipart.write_bytes(b"".join(parts) + f"--{boundary}--\r\n".encode())
-    return npy, multipart, f"multipart/form-data; boundary={boundary}"
-
-
-def single_and_batched(url: str, npy: Path, *, requests: int) -> tuple[LoadResult, LoadResult]:
-    """One PNG per request (64 connections, ``requests`` of them), then 256-image .npy bodies
-    (4 connections, 5 s), against one server; both must answer 2xx throughout."""
-    single = run_wrk_for_requests(url, PNG, requests=requests, content_type="image/png", connections=64)
-    batched = run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy", connections=4, seconds=5)
-    assert single.non_2xx == batched.non_2xx == 0 and single.socket_errors == 0, (url, single, batched)
-    return single, batched
 
 
 def raw_forward_images_per_s(batch: int, repeats: int = 50) -> dict[str, float]:
@@ -94,16 +56,6 @@ def raw_forward_images_per_s(batch: int, repeats: int = 50) -> dict[str, float]:
                 times.append(time.perf_counter() - t)
             rates[name] = batch / statistics.median(times)
     return rates
-
-
-def cold_start_s(tmp: Path, trials: int = 3) -> list[float]:
-    times = []
-    for i in range(trials):
-        t = time.perf_counter()
-        server = start_server(tmp / f"cold{i}.log", {})
-        times.append(time.perf_counter() - t)
-        stop_server(server)
-    return times
 
 
 def single_image_rounds(
@@ -159,7 +111,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         npy, multipart, multipart_type = batch_bodies(tmp, 256)
-        cold = cold_start_s(tmp)
         ours = start_server(tmp / "ours.log", {"MNIST_AE_ENABLE_NOOP_ROUTE": "true"})
         peer = ("-m", "uvicorn", "bench.naive_service:app")
         naive = start_server(tmp / "naive.log", {}, command=(*peer, "--loop", "asyncio", "--http", "h11"),
@@ -167,13 +118,7 @@ def main() -> None:
         fast = (*peer, "--loop", "uvloop", "--http", "httptools")
         naive_fast = start_server(tmp / "naive_fast.log", {}, command=fast, ready_path="/healthz")
         try:
-            rss_start = rss_mb(ours.process.pid)
             single = single_image_rounds(ours, naive, naive_fast, args.rounds, args.requests)
-            rss_after_first = rss_mb(ours.process.pid)
-            extra = run_wrk_for_requests(f"{ours.url}/reconstruct", PNG, requests=args.requests,
-                                         content_type="image/png", connections=64)  # fmt: skip
-            rss_end = rss_mb(ours.process.pid)
-            served = sum(r.requests for r in single["this server, POST /reconstruct"]) + extra.requests
             url = f"{ours.url}/reconstruct"
             # the raw forward is measured before, between and after the server's runs (the servers
             # sit idle meanwhile): this machine's speed drifts, and the median of three follows it
@@ -184,7 +129,6 @@ def main() -> None:
             batch_png = run_wrk(url, multipart, content_type=multipart_type, accept="application/x-npy",
                                 connections=4, seconds=10)  # fmt: skip
             raw_runs.append(raw_forward_images_per_s(256))
-            rss_peak = max(rss_end, rss_mb(ours.process.pid))
         finally:
             for server in (ours, naive, naive_fast):
                 stop_server(server)
@@ -232,14 +176,6 @@ def main() -> None:
         "",
         "The raw figures are medians of three measurements taken before, between and after the server's runs. The "
         "server runs traced graphs (service/inference.py), so it can beat the eager forward pass.",
-        "",
-        "### Start-up and memory",
-        "",
-        f"- cold start, process spawn to `/readyz` 200: {', '.join(f'{t:.2f}' for t in cold)} s "
-        f"(median {statistics.median(cold):.2f} s)",
-        f"- resident memory of the service: {rss_start:.0f} MB idle after warm-up, {rss_after_first:.0f} MB after "
-        f"{args.rounds} single-image rounds, {rss_end:.0f} MB after {served:,} /reconstruct requests in all, "
-        f"{rss_peak:.0f} MB peak with the 256-image batches",
         "",
         f"![serving throughput](bench/plots/{section}.png)",
     ])  # fmt: skip

@@ -21,7 +21,7 @@ from service.errors import install_error_handlers
 from service.hot_path import InferenceHotPath
 from service.inference import Predictor
 from service.logs import configure_logging
-from service.memory import limit_malloc_arenas, release_free_memory
+from service.memory import drop_cuda_library_pages, limit_malloc_arenas, release_free_memory
 from service.metrics import Metrics
 from service.middleware import RequestContextMiddleware
 from service.routes import inference, noop, ops
@@ -76,6 +76,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             gc.collect()
             gc.freeze()
         release_free_memory()  # what loading and the warm-up batches left behind
+        if settings.drop_cuda_code and state.device is not None and state.device.type != "cuda":
+            dropped = drop_cuda_library_pages()
+            if dropped:
+                log.info("serving from the CPU: %.0f MB of CUDA library code paged out", dropped / 2**20)
         state.set_ready(True)
         log.info("ready: warm-up took %.3f s", seconds)
 

@@ -5,17 +5,29 @@
   share two here.
 - After warm-up, hand back to the OS what start-up and the warm-up batches freed.
 Together about 15-20 MB less resident memory under load, measured on this service.
+
+And one for the CUDA build of torch on a machine that serves from the CPU: ``import torch`` maps
+cuBLAS, cuDNN, NVRTC and the rest (about 2 GB) and their start-up reads ~140 MB of that code into
+this process, code that never runs without a GPU. ``drop_cuda_library_pages`` asks the kernel to
+take those clean pages back (``MADV_PAGEOUT``): they are read again from disk if ever needed.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import sys
+from collections.abc import Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
 _M_ARENA_MAX = -8  # mallopt parameter, from glibc's malloc.h
+_MADV_PAGEOUT = 21  # madvise advice, from linux/mman.h (Linux 5.4+)
+
+# shared libraries that only a GPU uses: torch's own CUDA halves and NVIDIA's runtime libraries
+# (libcublas*, libcudart, libcudnn*, libcufft, libcurand, libcusparse*, libnvrtc, libnvJitLink, ...)
+_CUDA_LIBRARY_PREFIXES = ("libtorch_cuda", "libc10_cuda", "libtorch_nvshmem", "libcu", "libnv", "libnccl")
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -38,3 +50,52 @@ def release_free_memory() -> bool:
     """Return the free parts of the heap to the OS (``malloc_trim``)."""
     libc = _glibc()
     return bool(libc is not None and libc.malloc_trim(0) == 1)
+
+
+def cuda_library_ranges(maps_lines: Iterable[str]) -> Iterator[tuple[int, int]]:
+    """(start, end) of each read-only mapping of a CUDA library, from ``/proc/<pid>/maps`` lines.
+
+    Read-only mappings only: their pages are clean copies of the file, so dropping them loses
+    nothing. Writable ones (data, relocations) are left alone.
+    """
+    for line in maps_lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or "w" in fields[1]:
+            continue
+        name = os.path.basename(fields[5].strip())
+        if ".so" in name and name.startswith(_CUDA_LIBRARY_PREFIXES):
+            start, end = fields[0].split("-")
+            yield int(start, 16), int(end, 16)
+
+
+def resident_bytes() -> int:
+    """This process's resident set size (0 where ``/proc`` is missing)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def drop_cuda_library_pages() -> int:
+    """Ask the kernel to page out the CUDA libraries' code; returns the bytes of RSS that went.
+
+    Only for a process that will not use CUDA: call it once the model runs on the CPU. Pages that
+    another process also maps stay (the kernel skips them), so the gain is per process.
+    """
+    libc = _glibc()
+    if libc is None:
+        return 0
+    try:
+        with open("/proc/self/maps") as maps:
+            ranges = list(cuda_library_ranges(maps))
+    except OSError:
+        return 0
+    madvise = libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    before = resident_bytes()
+    for start, end in ranges:
+        if madvise(start, end - start, _MADV_PAGEOUT) != 0:
+            log.debug("madvise(MADV_PAGEOUT) refused; kernel older than 5.4?")
+            return 0
+    return max(0, before - resident_bytes())

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
         "trace", description="trace: each operation runs as one traced graph, without the GIL; eager: plain PyTorch"
     )
     gc_freeze: bool = Field(True, description="after warm-up, exempt start-up objects from garbage collection")
+    drop_cuda_code: bool = Field(
+        True, description="serving from the CPU with a CUDA build of torch: page out its unused CUDA libraries"
+    )
 
     # request path
     hot_path: bool = Field(

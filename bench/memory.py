@@ -1,0 +1,128 @@
+"""Start-up and resident memory, one server at a time, each alone on the machine.
+
+    python -m bench.memory          # about 4 minutes on 2 CPU cores
+
+For each configuration (the service's defaults; then with MNIST_AE_DROP_CUDA_CODE=false, which
+only differs with a CUDA build of torch): cold start from process spawn to /readyz 200, three
+times; then, on one server, resident memory (VmRSS) idle after warm-up, after each of three
+rounds of ``--requests`` one-PNG requests to /reconstruct (64 connections), after 10 s of
+256-image .npy batches, and after a last round of one-PNG requests: the growth check.
+
+Why alone, and why this process never imports torch: the kernel pages a library out of a process
+(MADV_PAGEOUT, service/memory.py) only where no other process maps the same page, as a second
+server, a peer service or this script's own ``import torch`` would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.harness import rss_mb, start_server, stop_server
+from bench.report import torch_build, write_section
+from bench.workload import PNG, batch_bodies
+from bench.wrk import run_wrk, run_wrk_for_requests
+
+CONFIGS = {
+    "defaults": {},
+    "MNIST_AE_DROP_CUDA_CODE=false": {"MNIST_AE_DROP_CUDA_CODE": "false"},
+}
+
+
+def cold_starts(tmp: Path, env: dict[str, str], trials: int) -> list[float]:
+    """Seconds from spawning the process to /readyz answering 200, ``trials`` times."""
+    times = []
+    for i in range(trials):
+        t = time.perf_counter()
+        server = start_server(tmp / f"cold{i}.log", env)
+        times.append(time.perf_counter() - t)
+        stop_server(server)
+    return times
+
+
+def memory_under_load(tmp: Path, env: dict[str, str], npy: Path, requests: int) -> tuple[list[tuple[str, float]], int]:
+    """(checkpoint, RSS in MB) along the load described at the top, and the requests served."""
+    server = start_server(tmp / "memory.log", env)
+    url = f"{server.url}/reconstruct"
+    served = 0
+    try:
+        readings = [("idle after warm-up", rss_mb(server.process.pid))]
+        for r in range(3):
+            single = run_wrk_for_requests(url, PNG, requests=requests, content_type="image/png", connections=64)
+            assert single.non_2xx == 0 and single.socket_errors == 0, single
+            served += single.requests
+            readings.append((f"one-PNG round {r + 1}", rss_mb(server.process.pid)))
+        batched = run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy", connections=4,
+                          seconds=10)  # fmt: skip
+        assert batched.non_2xx == 0 and batched.socket_errors == 0, batched
+        served += batched.requests
+        readings.append(("10 s of 256-image .npy batches", rss_mb(server.process.pid)))
+        last = run_wrk_for_requests(url, PNG, requests=requests, content_type="image/png", connections=64)
+        assert last.non_2xx == 0 and last.socket_errors == 0, last
+        served += last.requests
+        readings.append(("a last one-PNG round", rss_mb(server.process.pid)))
+        log = server.log_lines()
+    finally:
+        stop_server(server)
+    paged_out = next((line for line in log if "paged out" in line), None)
+    print(f"  {paged_out or 'nothing paged out'}", flush=True)
+    return readings, served
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=20_000, help="requests per single-image round")
+    parser.add_argument("--trials", type=int, default=3, help="cold starts per configuration")
+    args = parser.parse_args()
+    version, cuda_build = torch_build()
+    build = "CUDA build" if cuda_build else "CPU-only build"
+    section = f"memory-{'cuda-build' if cuda_build else 'cpu-build'}"
+    columns: dict[str, list[tuple[str, float]]] = {}
+    cold: dict[str, list[float]] = {}
+    served: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        npy, _, _ = batch_bodies(tmp, 256)
+        for name, env in CONFIGS.items():
+            print(f"{name}:", flush=True)
+            cold[name] = cold_starts(tmp, env, args.trials)
+            columns[name], served[name] = memory_under_load(tmp, env, npy, args.requests)
+            for label, mb in columns[name]:
+                print(f"  {label}: {mb:.0f} MB", flush=True)
+    names = list(CONFIGS)
+    labels = [label for label, _ in columns[names[0]]]
+    rows = [
+        f"| {labels[i]} | " + " | ".join(f"{columns[n][i][1]:.0f}" for n in names) + " |" for i in range(len(labels))
+    ]
+    defaults = [mb for _, mb in columns["defaults"]]
+    cold_text = "; ".join(
+        f"{n}: {', '.join(f'{t:.2f}' for t in cold[n])} (median {statistics.median(cold[n]):.2f})" for n in names
+    )
+    body = "\n".join(
+        [
+            f"## Start-up and memory, torch {version} ({build})",
+            "",
+            f"Cold start, process spawn to `/readyz` 200 (seconds): {cold_text}",
+            "",
+            "Resident memory of the server (VmRSS, MB), one server alone on the machine:",
+            "",
+            "| after | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+            *rows,
+            "",
+            "Requests answered, all 2xx: " + ", ".join(f"{n}: {served[n]:,}" for n in names) + ".",
+            "",
+            f"- with the defaults: **{max(defaults):.0f} MB at most** under load; "
+            f"{defaults[-1] - defaults[1]:+.0f} MB from the end of the first one-PNG round to the end of the run",
+            "- `MNIST_AE_DROP_CUDA_CODE` only acts when torch is a CUDA build and the model runs on the CPU: "
+            "after warm-up the server asks the kernel to page out the CUDA libraries' code (service/memory.py)",
+        ]
+    )
+    write_section(section, "python -m bench.memory", body)
+
+
+if __name__ == "__main__":
+    main()
