@@ -4,7 +4,7 @@
 
 For each configuration (the service's defaults; then with MNIST_AE_DROP_CUDA_CODE=false, which
 only differs with a CUDA build of torch): cold start from process spawn to /readyz 200, three
-times; then, on one server, resident memory (VmRSS) idle after warm-up, after each of three
+times; then, on one server, resident memory (VmRSS) idle after warm-up, after each of ``--rounds``
 rounds of ``--requests`` one-PNG requests to /reconstruct (64 connections), after 10 s of
 256-image .npy batches, and after a last round of one-PNG requests: the growth check.
 
@@ -16,6 +16,7 @@ server, a peer service or this script's own ``import torch`` would.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -43,14 +44,16 @@ def cold_starts(tmp: Path, env: dict[str, str], trials: int) -> list[float]:
     return times
 
 
-def memory_under_load(tmp: Path, env: dict[str, str], npy: Path, requests: int) -> tuple[list[tuple[str, float]], int]:
+def memory_under_load(
+    tmp: Path, env: dict[str, str], npy: Path, *, rounds: int, requests: int
+) -> tuple[list[tuple[str, float]], int]:
     """(checkpoint, RSS in MB) along the load described at the top, and the requests served."""
     server = start_server(tmp / "memory.log", env)
     url = f"{server.url}/reconstruct"
     served = 0
     try:
         readings = [("idle after warm-up", rss_mb(server.process.pid))]
-        for r in range(3):
+        for r in range(rounds):
             single = run_wrk_for_requests(url, PNG, requests=requests, content_type="image/png", connections=64)
             assert single.non_2xx == 0 and single.socket_errors == 0, single
             served += single.requests
@@ -75,6 +78,7 @@ def memory_under_load(tmp: Path, env: dict[str, str], npy: Path, requests: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20_000, help="requests per single-image round")
+    parser.add_argument("--rounds", type=int, default=3, help="one-PNG rounds before the batches")
     parser.add_argument("--trials", type=int, default=3, help="cold starts per configuration")
     args = parser.parse_args()
     version, cuda_build = torch_build()
@@ -89,7 +93,7 @@ def main() -> None:
         for name, env in CONFIGS.items():
             print(f"{name}:", flush=True)
             cold[name] = cold_starts(tmp, env, args.trials)
-            columns[name], served[name] = memory_under_load(tmp, env, npy, args.requests)
+            columns[name], served[name] = memory_under_load(tmp, env, npy, rounds=args.rounds, requests=args.requests)
             for label, mb in columns[name]:
                 print(f"  {label}: {mb:.0f} MB", flush=True)
     names = list(CONFIGS)
@@ -115,8 +119,9 @@ def main() -> None:
             "",
             "Requests answered, all 2xx: " + ", ".join(f"{n}: {served[n]:,}" for n in names) + ".",
             "",
-            f"- with the defaults: **{max(defaults):.0f} MB at most** under load; "
-            f"{defaults[-1] - defaults[1]:+.0f} MB from the end of the first one-PNG round to the end of the run",
+            f"- with the defaults: **{max(defaults):.0f} MB at most** under load; over the one-PNG rounds "
+            + ", ".join(f"{b - a:+.0f}" for a, b in itertools.pairwise(defaults[1:-2]))
+            + f" MB from one to the next; {defaults[-1] - defaults[-2]:+.0f} MB over the last round, after the batches",
             "- `MNIST_AE_DROP_CUDA_CODE` only acts when torch is a CUDA build and the model runs on the CPU: "
             "after warm-up the server asks the kernel to page out the CUDA libraries' code (service/memory.py)",
         ]
