@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -126,7 +127,7 @@ def main() -> None:
             "after warm-up the server asks the kernel to page out the CUDA libraries' code (service/memory.py)",
         ]
     )
-    write_section(section, "python -m bench.memory", body)
+    write_section(section, " ".join(["python -m bench.memory", *sys.argv[1:]]), body)
 
 
 if __name__ == "__main__":
