@@ -15,7 +15,7 @@ from PIL import Image
 from service.checkpoint import load_checkpoint
 from service.inference import Op, Predictor
 from service.main import create_app
-from tests.conftest import image_file, npy, service_settings
+from tests.conftest import image_file, npy, service_settings, wait_until_ready
 
 pytestmark = pytest.mark.anyio
 
@@ -248,6 +248,23 @@ async def test_readiness_waits_for_the_warm_up(tiny_checkpoint: Path, monkeypatc
                 break
             await asyncio.sleep(0.01)
         assert (await client.get("/readyz")).json() == {"ready": True, "status": "ready"}
+
+
+@pytest.mark.parametrize(("device", "setting", "expected_calls"), [("cpu", True, 1), ("cpu", False, 0)])
+async def test_cuda_code_is_paged_out_once_warm_when_serving_from_the_cpu(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, device: str, setting: bool, expected_calls: int
+) -> None:
+    calls: list[bool] = []
+
+    def fake_drop() -> int:
+        calls.append(app.state.service.ready)  # readiness turns true only after this
+        return 0
+
+    monkeypatch.setattr("service.main.drop_cuda_library_pages", fake_drop)
+    app = create_app(service_settings(tiny_checkpoint, device=device, drop_cuda_code=setting))
+    async with app.router.lifespan_context(app):
+        await wait_until_ready(app)
+    assert calls == [False] * expected_calls
 
 
 async def test_openapi_documents_every_endpoint_with_working_examples(api: httpx.AsyncClient) -> None:
