@@ -2,6 +2,7 @@
 notebook's own result after 15 epochs, for the seed's loop and for this project's training.
 
     python -m bench.train_speed            # about 3.5 minutes on 2 CPU cores, most of it the seed loop
+    python -m bench.train_speed --seeds 0 1 2   # the one-pass recipes again with other seeds
 
 Each contender runs as its own process; the clock starts just before it is spawned and stops
 at the first end-of-epoch test MSE at or under the target (the project's CLI and the seed loop
@@ -59,6 +60,10 @@ def watch(run: Run, timeout_s: float) -> None:
         process.wait()
 
 
+def _seed(seed: int) -> str:
+    return "" if seed == 0 else f", seed {seed}"
+
+
 def plot(runs: list[Run], path: str) -> None:
     import matplotlib
 
@@ -83,17 +88,27 @@ def plot(runs: list[Run], path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="seeds for the one-pass recipes (the seed loop and the default recipe use 0)")  # fmt: skip
     args = parser.parse_args()
     out = tempfile.mkdtemp(prefix="train-speed-")
     project = [sys.executable, "-m", "training", "--device", args.device, "--out", out, "--no-progress"]
+    fast = ["--epochs", "1", "--limit", "40000", "--batch-size", "32", "--lr", "0.004", "--schedule", "constant"]
+    full = ["--epochs", "1", "--batch-size", "32", "--lr", "0.003", "--schedule", "constant"]
+    seeded = [
+        run
+        for seed in args.seeds
+        for run in (
+            Run(f"project, fast recipe: 40k images once, batch 32, constant lr 0.004{_seed(seed)}",
+                [*project, *fast, "--seed", str(seed)]),
+            Run(f"project: all 60k images once, batch 32, constant lr 0.003{_seed(seed)}",
+                [*project, *full, "--seed", str(seed)]),
+        )
+    ]  # fmt: skip
     runs = [
         Run("seed loop: DataLoader+ToTensor, batch 32, Adam 0.01",
             [sys.executable, "-m", "bench.seed_loop", "--epochs", "15", "--device", args.device]),
-        Run("project, fast recipe: 40k images once, batch 32, constant lr 0.004",
-            [*project, "--epochs", "1", "--limit", "40000", "--batch-size", "32", "--lr", "0.004",
-             "--schedule", "constant"]),
-        Run("project: all 60k images once, batch 32, constant lr 0.003",
-            [*project, "--epochs", "1", "--batch-size", "32", "--lr", "0.003", "--schedule", "constant"]),
+        *seeded,
         Run("project, default recipe (30 epochs, stopped at target)", [*project]),
     ]  # fmt: skip
     for run in runs:
@@ -128,7 +143,10 @@ def main() -> None:
         "",
         "![test MSE against wall time](bench/plots/train_speed.png)",
     ])  # fmt: skip
-    write_section(f"train-speed-{args.device}", f"python -m bench.train_speed --device {args.device}", body)
+    command = f"python -m bench.train_speed --device {args.device}"
+    if args.seeds != [0]:
+        command += " --seeds " + " ".join(map(str, args.seeds))
+    write_section(f"train-speed-{args.device}", command, body)
 
 
 if __name__ == "__main__":
