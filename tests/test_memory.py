@@ -31,6 +31,7 @@ MAPS = """\
 7f3f8486d000-7f3f883f5000 r--p 00000000 fd:01 44 /venv/site-packages/torch/lib/libtorch_cuda.so
 7f3f80000000-7f3f80001000 r-xp 00000000 fd:01 45 /venv/site-packages/nvidia/cu13/lib/libnvrtc.so.13
 7f3f70000000-7f3f70001000 r--p 00000000 fd:01 46 /usr/lib/locale/libnvidia-notes.txt
+7f3f50000000-7f3f50001000 r-xp 00000000 fd:01 47 /usr/lib/x86_64-linux-gnu/libcurl.so.4.8.0
 7f3f60000000-7f3f60001000 rw-p 00000000 00:00 0
 55c4011ba000-55c408033000 rw-p 00000000 00:00 0 [heap]
 """
@@ -40,7 +41,7 @@ def test_only_read_only_mappings_of_cuda_libraries_are_picked() -> None:
     ranges = list(memory.cuda_library_ranges(MAPS.splitlines()))
     assert ranges == [
         (0x7F40111C00000, 0x7F402B0EA000),  # cuBLASLt code; its writable data stays
-        (0x7F3F8486D000, 0x7F3F883F5000),  # torch's CUDA half; libtorch_cpu is kept
+        (0x7F3F8486D000, 0x7F3F883F5000),  # torch's CUDA half; libtorch_cpu and libcurl are kept
         (0x7F3F80000000, 0x7F3F80001000),
     ]
 
