@@ -117,7 +117,9 @@ def main() -> None:
             "|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
-            f"Resident memory: {rss[0]:.0f} MB before, {rss[1]:.0f} MB after round 1, {rss[2]:.0f} MB after round 2.",
+            f"Resident memory: {rss[0]:.0f} MB before, {rss[1]:.0f} MB after round 1, {rss[2]:.0f} MB after round 2. "
+            "This process loads the model too, to check the answers, so with a CUDA build of torch the server "
+            "keeps the CUDA libraries' pages it shares with it; bench.memory measures the server alone.",
         ]
     )
     write_section("load", f"python -m bench.load --clients {args.clients} --requests {args.requests}", body)
