@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.harness import rss_mb, start_server, stop_server
 from bench.report import torch_build, write_section
@@ -52,22 +53,25 @@ def memory_under_load(
     server = start_server(tmp / "memory.log", env)
     url = f"{server.url}/reconstruct"
     served = 0
+    readings: list[tuple[str, float]] = []
+
+    def load(label: str, body: Path, **options: Any) -> None:
+        nonlocal served
+        if "seconds" in options:
+            result = run_wrk(url, body, **options)
+        else:
+            result = run_wrk_for_requests(url, body, requests=requests, **options)
+        assert result.non_2xx == 0 and result.socket_errors == 0, (label, result)
+        served += result.requests
+        readings.append((label, rss_mb(server.process.pid)))
+
     try:
-        readings = [("idle after warm-up", rss_mb(server.process.pid))]
+        readings.append(("idle after warm-up", rss_mb(server.process.pid)))
         for r in range(rounds):
-            single = run_wrk_for_requests(url, PNG, requests=requests, content_type="image/png", connections=64)
-            assert single.non_2xx == 0 and single.socket_errors == 0, single
-            served += single.requests
-            readings.append((f"one-PNG round {r + 1}", rss_mb(server.process.pid)))
-        batched = run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy", connections=4,
-                          seconds=10)  # fmt: skip
-        assert batched.non_2xx == 0 and batched.socket_errors == 0, batched
-        served += batched.requests
-        readings.append(("10 s of 256-image .npy batches", rss_mb(server.process.pid)))
-        last = run_wrk_for_requests(url, PNG, requests=requests, content_type="image/png", connections=64)
-        assert last.non_2xx == 0 and last.socket_errors == 0, last
-        served += last.requests
-        readings.append(("a last one-PNG round", rss_mb(server.process.pid)))
+            load(f"one-PNG round {r + 1}", PNG, content_type="image/png", connections=64)
+        load("10 s of 256-image .npy batches", npy, content_type="application/x-npy", accept="application/x-npy",
+             connections=4, seconds=10)  # fmt: skip
+        load("a last one-PNG round", PNG, content_type="image/png", connections=64)
         log = server.log_lines()
     finally:
         stop_server(server)
@@ -103,6 +107,8 @@ def main() -> None:
         f"| {labels[i]} | " + " | ".join(f"{columns[n][i][1]:.0f}" for n in names) + " |" for i in range(len(labels))
     ]
     defaults = [mb for _, mb in columns["defaults"]]
+    steps = [f"{b - a:+.0f}" for a, b in itertools.pairwise(defaults[1:-2])]  # between one-PNG rounds
+    growth = f"over the one-PNG rounds {', '.join(steps)} MB from one to the next; " if steps else ""
     cold_text = "; ".join(
         f"{n}: {', '.join(f'{t:.2f}' for t in cold[n])} (median {statistics.median(cold[n]):.2f})" for n in names
     )
@@ -120,9 +126,8 @@ def main() -> None:
             "",
             "Requests answered, all 2xx: " + ", ".join(f"{n}: {served[n]:,}" for n in names) + ".",
             "",
-            f"- with the defaults: **{max(defaults):.0f} MB at most** under load; over the one-PNG rounds "
-            + ", ".join(f"{b - a:+.0f}" for a, b in itertools.pairwise(defaults[1:-2]))
-            + f" MB from one to the next; {defaults[-1] - defaults[-2]:+.0f} MB over the last round, after the batches",
+            f"- with the defaults: **{max(defaults):.0f} MB at most** under load; {growth}"
+            f"{defaults[-1] - defaults[-2]:+.0f} MB over the last round, after the batches",
             "- `MNIST_AE_DROP_CUDA_CODE` only acts when torch is a CUDA build and the model runs on the CPU: "
             "after warm-up the server asks the kernel to page out the CUDA libraries' code (service/memory.py)",
         ]
