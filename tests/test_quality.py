@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from bench.evaluation import ssim_by_conv2d
 from training.quality import mse_per_image, psnr, ssim_per_image
 
 
@@ -44,3 +45,16 @@ def test_ssim_is_symmetric_and_falls_with_noise() -> None:
 def test_ssim_rejects_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="expected two"):
         ssim_per_image(torch.rand(1, 1, 28, 28), torch.rand(1, 1, 14, 14))
+
+
+@pytest.mark.parametrize("shape", [(5, 1, 28, 28), (2, 1, 28, 40)])
+def test_ssim_equals_the_2d_convolution_form(shape: tuple[int, ...]) -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(shape, generator=g)
+    y = (x + 0.1 * torch.randn(shape, generator=g)).clamp(0, 1)
+    torch.testing.assert_close(ssim_per_image(x, y), ssim_by_conv2d(x, y), rtol=1e-6, atol=1e-7)
+
+
+def test_ssim_rejects_images_smaller_than_its_window() -> None:
+    with pytest.raises(ValueError, match="smaller than the 11x11 window"):
+        ssim_per_image(torch.rand(1, 1, 8, 28), torch.rand(1, 1, 8, 28))

@@ -147,33 +147,3 @@ def test_divergence_stops_without_saving(tmp_path: Path, mnist_dir: Path, caplog
     assert code == 1
     assert "collapsed" in caplog.text
     assert not (tmp_path / "autoencoder.safetensors").exists()
-
-
-def test_resumed_adam_moments_keep_their_parameters_layout(tmp_path: Path) -> None:
-    """The fused Adam update walks a parameter and its moments in memory order: moments restored
-    contiguous beside channels_last conv weights would be updated element against wrong element."""
-
-    def model_and_optimizer() -> tuple[AutoEncoder, torch.optim.Optimizer]:
-        torch.manual_seed(0)
-        model = AutoEncoder().to(memory_format=torch.channels_last)
-        return model, torch.optim.Adam(model.parameters(), lr=3e-3, fused=True)
-
-    def step(model: AutoEncoder, opt: torch.optim.Optimizer) -> None:
-        x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-        loss = torch.nn.functional.mse_loss(model(x), x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    model, opt = model_and_optimizer()
-    step(model, opt)
-    train.save_train_state(tmp_path / "state.safetensors", model, opt, Recipe(), 1, [])
-    step(model, opt)  # the uninterrupted second step
-
-    resumed, resumed_opt = model_and_optimizer()
-    train.load_train_state(tmp_path / "state.safetensors", resumed, resumed_opt)
-    for param in resumed.parameters():
-        assert resumed_opt.state[param]["exp_avg"].stride() == param.stride()
-    step(resumed, resumed_opt)
-    for a, b in zip(model.parameters(), resumed.parameters(), strict=True):
-        assert torch.equal(a, b)
