@@ -26,6 +26,7 @@ CONFIGS: dict[str, tuple[dict[str, str], list[str]]] = {
     "batch wait 2 ms instead of none": ({"MNIST_AE_MAX_WAIT_MS": "2"}, []),
     "batch wait 10 ms instead of none": ({"MNIST_AE_MAX_WAIT_MS": "10"}, []),
     "eager PyTorch instead of traced graphs": ({"MNIST_AE_GRAPH_MODE": "eager"}, []),
+    "decoder as trained (upsampling not folded)": ({"MNIST_AE_FOLD_UPSAMPLING": "false"}, []),
     "no gc.freeze after warm-up": ({"MNIST_AE_GC_FREEZE": "false"}, []),
     "asyncio loop + h11 parser (no uvloop/httptools)": ({}, ["--loop", "asyncio", "--http", "h11"]),
     "1 torch thread instead of 2": ({"MNIST_AE_TORCH_THREADS": "1"}, []),

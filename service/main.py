@@ -52,7 +52,9 @@ def load_model(state: ServiceState) -> Predictor:
         "loaded %s (sha256 %s) on %s", state.checkpoint.path, state.checkpoint.sha256[:12], state.device,
         extra={"recorded_metrics": state.checkpoint.metrics},
     )  # fmt: skip
-    return Predictor(state.checkpoint.model, state.device, graph_mode=settings.graph_mode)
+    return Predictor(
+        state.checkpoint.model, state.device, graph_mode=settings.graph_mode, fold_upsampling=settings.fold_upsampling
+    )
 
 
 @asynccontextmanager

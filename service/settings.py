@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     graph_mode: Literal["trace", "eager"] = Field(
         "trace", description="trace: each operation runs as one traced graph, without the GIL; eager: plain PyTorch"
     )
+    fold_upsampling: bool = Field(
+        True, description="run the decoder with each 2x upsampling folded into the conv after it: same function, faster"
+    )
     gc_freeze: bool = Field(True, description="after warm-up, exempt start-up objects from garbage collection")
     drop_cuda_code: bool = Field(
         True, description="serving from the CPU with a CUDA build of torch: page out its unused CUDA libraries"
