@@ -19,6 +19,7 @@ the raw rows of bench.serving, and bench.levers with MNIST_AE_FOLD_UPSAMPLING=fa
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from service.model import AutoEncoder
@@ -26,15 +27,8 @@ from service.model import AutoEncoder
 SCALE = 2  # the seed's Upsample(scale_factor=2)
 
 
-def fold_upsample_into_conv(conv: nn.Conv2d) -> nn.Conv2d:
-    """A convolution on the low-resolution input that, followed by ``pixel_shuffle(., 2)``,
-    equals ``conv`` applied after a nearest-neighbour 2x upsampling.
-
-    ``conv`` is a stride-1 convolution with odd kernel k and "same" padding p = k // 2. Output
-    pixel (2i+a, 2j+b) reads upsampled rows 2i+a+d for d in [-p, p], which are low-resolution rows
-    i + floor((a+d)/2): offsets within [-r, r] for r = ceil(p/2). The folded kernel is (2r+1)^2,
-    with padding r, and 4*O output channels ordered (o, a, b) as ``pixel_shuffle`` expects.
-    """
+def _check_foldable(conv: nn.Conv2d) -> int:
+    """The kernel size k of ``conv``, a stride-1 'same' convolution with an odd square kernel."""
     k = conv.kernel_size[0]
     if (
         conv.kernel_size != (k, k)
@@ -46,27 +40,27 @@ def fold_upsample_into_conv(conv: nn.Conv2d) -> nn.Conv2d:
         or conv.padding_mode != "zeros"
     ):
         raise ValueError(f"cannot fold an upsampling into {conv}: expected a stride-1 'same' conv with an odd kernel")
+    return k
+
+
+def _fold_map(k: int, like: torch.Tensor) -> torch.Tensor:
+    """(2,2,K,K,k,k) of 0/1: which tap (dy,dx) of the k x k kernel lands, for output phase (a,b),
+    on which tap (u,v) of the folded K x K kernel on the low-resolution input.
+
+    Output pixel (2i+a, 2j+b) reads upsampled rows 2i+a+d for d in [-p, p] (p = k // 2), which
+    are low-resolution rows i + floor((a+d)/2): offsets within [-r, r] for r = ceil(p/2), so
+    K = 2r + 1, with padding r.
+    """
     p = k // 2
     r = (p + 1) // 2
-    weight = conv.weight.detach()  # (O,C,k,k)
-    out_channels, in_channels = weight.shape[:2]
     side = 2 * r + 1
-    folded = weight.new_zeros(out_channels, SCALE, SCALE, in_channels, side, side)
+    fold_map = torch.zeros(SCALE, SCALE, side, side, k, k, dtype=like.dtype, device=like.device)
     for a in range(SCALE):
         for b in range(SCALE):
             for dy in range(k):
                 for dx in range(k):
-                    # high-res offset (a + dy - p) lands on low-res offset floor((a + dy - p) / 2)
-                    row, col = (a + dy - p) // SCALE + r, (b + dx - p) // SCALE + r
-                    folded[:, a, b, :, row, col] += weight[:, :, dy, dx]
-    phases = SCALE * SCALE
-    result = nn.Conv2d(in_channels, out_channels * phases, side, padding=r, bias=conv.bias is not None)
-    result = result.to(device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        result.weight.copy_(folded.reshape(out_channels * phases, in_channels, side, side))
-        if conv.bias is not None and result.bias is not None:
-            result.bias.copy_(conv.bias.detach().repeat_interleave(phases))
-    return result.to(memory_format=_memory_format(weight))
+                    fold_map[a, b, (a + dy - p) // SCALE + r, (b + dx - p) // SCALE + r, dy, dx] = 1
+    return fold_map
 
 
 def _memory_format(weight: torch.Tensor) -> torch.memory_format:
@@ -74,11 +68,38 @@ def _memory_format(weight: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
-class FoldedDecoder(nn.Module):
-    """``model.de`` with each ``Upsample -> Conv`` pair replaced by ``Conv(folded) -> pixel_shuffle``.
+class UpsampledConv(nn.Module):
+    """``conv(upsample_2x(x))``, computed as ``pixel_shuffle(conv2d(x, folded), 2)``: (N,C,h,w) -> (N,O,2h,2w).
 
-    Built from a trained model's layers (their weights are shared, not copied, except for the
-    folded convolutions, which are computed once here); raw output, like ``AutoEncoder.decode``.
+    The folded kernel, computed once from ``conv``'s weights, has 4*O output channels, ordered
+    (o, a, b) as ``pixel_shuffle`` expects. For inference: later changes to ``conv`` are not seen.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        k = _check_foldable(conv)
+        self.padding = (k // 2 + 1) // 2
+        with torch.no_grad():
+            fold_map = _fold_map(k, conv.weight)  # (2,2,K,K,k,k)
+            out_channels, in_channels = conv.weight.shape[:2]
+            side = fold_map.shape[2]
+            folded = torch.einsum("ocyx,abuvyx->oabcuv", conv.weight, fold_map)  # (O,2,2,C,K,K)
+            folded = folded.reshape(out_channels * SCALE * SCALE, in_channels, side, side)
+            folded_bias = None if conv.bias is None else conv.bias.repeat_interleave(SCALE * SCALE)  # (4*O,)
+        # buffers, so that .to(device) moves them
+        self.weight: torch.Tensor
+        self.bias: torch.Tensor | None
+        self.register_buffer("weight", folded.contiguous(memory_format=_memory_format(conv.weight)))
+        self.register_buffer("bias", folded_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(F.conv2d(x, self.weight, self.bias, padding=self.padding), SCALE)
+
+
+class FoldedDecoder(nn.Module):
+    """``model.de`` with each ``Upsample -> Conv`` pair replaced by an :class:`UpsampledConv`.
+
+    Shares the model's other layers; raw output, like ``AutoEncoder.decode``. For inference.
     """
 
     def __init__(self, model: AutoEncoder) -> None:
@@ -93,7 +114,7 @@ class FoldedDecoder(nn.Module):
             elif pending_upsample:
                 if not isinstance(layer, nn.Conv2d):
                     raise ValueError(f"cannot fold an upsampling followed by {layer}: expected a convolution")
-                layers += [fold_upsample_into_conv(layer), nn.PixelShuffle(SCALE)]
+                layers.append(UpsampledConv(layer))
                 pending_upsample = False
             else:
                 layers.append(layer)

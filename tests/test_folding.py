@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from service.checkpoint import load_checkpoint
-from service.folding import FoldedDecoder, fold_upsample_into_conv
+from service.folding import FoldedDecoder, UpsampledConv
 from service.inference import Op, Predictor
 from service.model import AutoEncoder, ModelConfig
 from tests.conftest import SHIPPED_WEIGHTS
@@ -21,7 +21,7 @@ def test_folded_conv_equals_upsample_then_conv(kernel_size: int, memory_format: 
     x = torch.randn(4, 5, 6, 9).contiguous(memory_format=memory_format)  # not square: rows and columns differ
     with torch.no_grad():
         want = conv(F.interpolate(x, scale_factor=2, mode="nearest"))  # (4,3,12,18)
-        got = F.pixel_shuffle(fold_upsample_into_conv(conv)(x), 2)
+        got = UpsampledConv(conv)(x)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
@@ -34,7 +34,7 @@ def test_folded_conv_equals_upsample_then_conv(kernel_size: int, memory_format: 
 )  # fmt: skip
 def test_convs_that_do_not_fold_are_refused(conv: nn.Conv2d) -> None:
     with pytest.raises(ValueError, match="cannot fold"):
-        fold_upsample_into_conv(conv)
+        UpsampledConv(conv)
 
 
 def test_a_bilinear_upsampling_is_refused() -> None:
