@@ -8,7 +8,7 @@ FastAPI service, and the raw model. Start-up and memory: bench/memory.py.
    same middleware and hot path, same per-call checks, body read, nothing else: HTTP's own
    cost) and (b) bench/naive_service.py.
 2. 256 images per request, as .npy and as multipart PNG, against the model's own forward pass
-   at batch 256 in-process.
+   at batch 256 in-process; rounds interleaved with the raw measurements, medians reported.
 Load comes from wrk, a separate process, on loopback only.
 """
 
@@ -123,14 +123,15 @@ def main() -> None:
         try:
             single = single_image_rounds(ours, naive, naive_fast, args.rounds, args.requests)
             url = f"{ours.url}/reconstruct"
-            # the raw forward is measured before, between and after the server's runs (the servers
-            # sit idle meanwhile): this machine's speed drifts, and the median of three follows it
-            raw_runs = [raw_forward_images_per_s(256)]
-            batch_npy = run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy",
-                                connections=4, seconds=10)  # fmt: skip
-            raw_runs.append(raw_forward_images_per_s(256))
-            batch_png = run_wrk(url, multipart, content_type=multipart_type, accept="application/x-npy",
-                                connections=4, seconds=10)  # fmt: skip
+            # batches in interleaved rounds, the raw forward measured before each round and after the
+            # last (the servers sit idle meanwhile): this machine's speed drifts, medians follow it
+            raw_runs, batch_npy, batch_png = [], [], []
+            for _ in range(args.rounds):
+                raw_runs.append(raw_forward_images_per_s(256))
+                batch_npy.append(run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy",
+                                         connections=4, seconds=5).rps * 256)  # fmt: skip
+                batch_png.append(run_wrk(url, multipart, content_type=multipart_type, accept="application/x-npy",
+                                         connections=4, seconds=5).rps * 256)  # fmt: skip
             raw_runs.append(raw_forward_images_per_s(256))
         finally:
             for server in (ours, naive, naive_fast):
@@ -150,8 +151,8 @@ def main() -> None:
         "raw model forward, batch 256 (in-process, eager PyTorch)": raw,
         "raw traced graph, batch 256 (in-process, the layers as trained)": raw_unfolded,
         "raw traced graph, batch 256 (in-process, upsampling folded: what the server runs)": raw_traced,
-        "this server, 256 per request as .npy": batch_npy.rps * 256,
-        "this server, 256 PNGs per request (multipart)": batch_png.rps * 256,
+        "this server, 256 per request as .npy": statistics.median(batch_npy),
+        "this server, 256 PNGs per request (multipart)": statistics.median(batch_png),
     }
     plot({k.split(",")[0] if k.startswith("(") else k: v for k, v in rps.items()}, batches,
          REPO / "bench" / "plots" / f"{section}.png")  # fmt: skip
@@ -173,14 +174,14 @@ def main() -> None:
         "code on uvloop and httptools",
         f"- p99 latency {median_of(mine, 'p99_ms'):.1f} ms",
         "",
-        "### 256 images per request (4 connections, 10 s each)",
+        f"### 256 images per request (4 connections, 5 s a run, median of {args.rounds} interleaved rounds)",
         "",
         "| | images/s | vs raw forward |",
         "|---|---:|---:|",
         *(f"| {k} | {v:,.0f} | {v / raw:.0%} |" for k, v in batches.items()),
         "",
-        "The raw figures are medians of three measurements taken before, between and after the server's runs. The "
-        "server runs traced graphs (service/inference.py) with each nearest-neighbour upsampling folded into the "
+        f"The raw figures are medians of {args.rounds + 1} measurements, taken before each round and after the last. "
+        "The server runs traced graphs (service/inference.py) with each nearest-neighbour upsampling folded into the "
         "convolution after it (service/folding.py, the same function within 1e-6), so it can beat the eager "
         "forward pass.",
         "",
