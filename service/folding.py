@@ -12,8 +12,9 @@ channels (one per phase), followed by ``pixel_shuffle``, which puts each phase w
 
 exactly, up to float rounding (the folded kernel sums weights the original applied to equal
 pixels): within 1e-6 of the trained model's output on the shipped weights (tests/test_folding.py).
-On 2 CPU cores the decoder runs ~1.7x faster, a 256-image reconstruction ~1.3x (BENCHMARKS.md:
-the raw rows of bench.serving, and bench.levers with MNIST_AE_FOLD_UPSAMPLING=false).
+On 2 CPU cores the decoder runs ~1.7x faster, a 256-image reconstruction 1.1-1.5x, and the server's
+256-image requests 1.10x (BENCHMARKS.md: the raw rows of bench.serving, and bench.levers with
+MNIST_AE_FOLD_UPSAMPLING=false).
 """
 
 from __future__ import annotations

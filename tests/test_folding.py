@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,11 @@ from torch import nn
 from service.checkpoint import load_checkpoint
 from service.folding import FoldedDecoder, UpsampledConv
 from service.inference import Op, Predictor
+from service.main import load_model
+from service.metrics import Metrics
 from service.model import AutoEncoder, ModelConfig
-from tests.conftest import SHIPPED_WEIGHTS
+from service.state import ServiceState
+from tests.conftest import SHIPPED_WEIGHTS, service_settings
 
 
 @pytest.mark.parametrize("kernel_size", [1, 3, 5, 7])
@@ -71,3 +76,14 @@ def test_the_served_model_is_the_trained_model_within_1e6() -> None:
     with torch.no_grad():
         want = model.reconstruct(torch.from_numpy(images).unsqueeze(1)).numpy()
     np.testing.assert_allclose(folded.run(Op.RECONSTRUCT, images)[0], want, atol=1e-6)
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_the_setting_picks_the_decoder_the_service_runs(fold: bool, tiny_checkpoint: Path) -> None:
+    state = ServiceState(
+        settings=service_settings(tiny_checkpoint, fold_upsampling=fold, graph_mode="eager"), metrics=Metrics()
+    )
+    predictor = load_model(state)
+    decoder = predictor._graphs[Op.DECODE].decoder
+    assert isinstance(decoder, FoldedDecoder) is fold
+    assert any(isinstance(layer, nn.Upsample) for layer in decoder.modules()) is not fold
