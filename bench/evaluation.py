@@ -17,9 +17,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from bench.harness import REPO
 from bench.report import write_section
 from service.checkpoint import load_checkpoint
+from service.settings import DEFAULT_CHECKPOINT
 from training.data import DEFAULT_DATA_DIR, load_mnist
 from training.evaluate import evaluate, images_to_float
 from training.quality import ssim_per_image
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     cpu = torch.device("cpu")
-    model = load_checkpoint(REPO / "weights" / "autoencoder.safetensors", device=cpu).model
+    model = load_checkpoint(DEFAULT_CHECKPOINT, device=cpu).model
     test = load_mnist(DEFAULT_DATA_DIR, train=False)
     with torch.inference_mode():
         x = images_to_float(test.images, cpu)  # (10000,1,28,28)

@@ -3,16 +3,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from service.model import AutoEncoder
+from tests.conftest import REPO
 from training.optim import Adam, build_adam
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _train(optimizer_class: type[torch.optim.Optimizer], steps: int, **options: object) -> AutoEncoder:
