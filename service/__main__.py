@@ -12,9 +12,10 @@ import threading
 from types import FrameType
 
 import uvicorn
+from pydantic import ValidationError
 
 from service.checkpoint import CheckpointError, load_checkpoint
-from service.settings import get_settings
+from service.settings import describe_settings_error, get_settings
 from service.state import ServiceState
 
 log = logging.getLogger("service")
@@ -66,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="HTTP parser; auto picks httptools when installed")  # fmt: skip
     args = parser.parse_args(argv)
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        print(f"error: cannot start: {describe_settings_error(exc)}", file=sys.stderr)  # noqa: T201
+        return 2
     try:  # fail in one clear line, before uvicorn starts, if the checkpoint is unusable
         load_checkpoint(settings.checkpoint, allow_seed_format=False)
     except CheckpointError as exc:

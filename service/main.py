@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,7 +26,7 @@ from service.memory import drop_cuda_library_pages, limit_malloc_arenas, release
 from service.metrics import Metrics
 from service.middleware import RequestContextMiddleware
 from service.routes import inference, noop, ops
-from service.settings import Settings, get_settings
+from service.settings import Settings, get_settings, unknown_settings
 from service.state import ServiceState, Serving
 
 log = logging.getLogger("service")
@@ -107,6 +108,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    for line in unknown_settings(os.environ):
+        log.warning(line)
     app = FastAPI(
         title="MNIST autoencoder service",
         version="0.1.0",

@@ -5,19 +5,28 @@ MNIST_AE_CHECKPOINT=weights/autoencoder.safetensors MNIST_AE_MAX_BATCH_IMAGES=51
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ENV_PREFIX = "MNIST_AE_"
+# what Kubernetes injects for a Service named "mnist-ae": MNIST_AE_SERVICE_HOST, MNIST_AE_PORT,
+# MNIST_AE_PORT_8000_TCP_ADDR...; none of them is a setting, and none deserves a warning
+_KUBERNETES_SERVICE_LINKS = re.compile(
+    rf"{ENV_PREFIX}(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_\w+)?)?)"
+)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = REPO_ROOT / "weights" / "autoencoder.safetensors"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MNIST_AE_", env_file=None, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=None, extra="ignore", frozen=True)
 
     # model
     checkpoint: Path = Field(DEFAULT_CHECKPOINT, description="safetensors checkpoint (its .json beside it)")
@@ -62,6 +71,15 @@ class Settings(BaseSettings):
         None, description="when set, /encode, /decode, /reconstruct and /model need 'Authorization: Bearer <key>'"
     )
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: CORS off")
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        # an empty key (an unfilled secret, say) would let every request in while looking configured
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("the API key is empty; unset MNIST_AE_API_KEY to serve without one")
+        return value
+
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="serve /metrics on this port (on metrics_host) instead of the main one"
     )
@@ -78,6 +96,32 @@ class Settings(BaseSettings):
     # logs
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+
+
+def unknown_settings(environ: Mapping[str, str]) -> list[str]:
+    """One line for each ``MNIST_AE_*`` variable that is not a setting (a typo would otherwise be
+    ignored in silence), with the closest real name when there is one."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    lines = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in known:
+            continue
+        if _KUBERNETES_SERVICE_LINKS.fullmatch(name.upper()):
+            continue
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.8)
+        lines.append(f"{name} is not a setting, so it is ignored" + (f"; did you mean {close[0]}?" if close else ""))
+    return lines
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """A settings ValidationError in one line, by environment variable; secret values are not repeated."""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        variable = ENV_PREFIX + field.upper()
+        shown = "" if field == "api_key" or "input" not in error else f"={str(error['input'])[:80]!r}"
+        problems.append(f"{variable}{shown}: {error['msg']}")
+    return "; ".join(problems)
 
 
 @lru_cache(maxsize=1)

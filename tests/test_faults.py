@@ -222,3 +222,20 @@ def test_the_service_refuses_to_start_on_a_bad_checkpoint(problem: str, says: st
     output = str(info.value).split("\n", 1)[1].strip().splitlines()
     assert len(output) == 1, output
     assert output[0].startswith(f"error: cannot start: checkpoint {path}") and says in output[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"MNIST_AE_MAX_BATCH_IMAGES": "lots"}, "MNIST_AE_MAX_BATCH_IMAGES='lots': Input should be a valid integer"),
+        ({"MNIST_AE_BODY_TIMEOUT_S": "0"}, "MNIST_AE_BODY_TIMEOUT_S='0': Input should be greater than 0"),
+        ({"MNIST_AE_API_KEY": " "}, "MNIST_AE_API_KEY: Value error, the API key is empty"),
+    ],
+)
+def test_the_service_refuses_to_start_on_a_bad_setting(env: dict[str, str], says: str, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="exited with 2") as info:
+        start_server(tmp_path / "log", env, timeout_s=30)
+    output = str(info.value).split("\n", 1)[1].strip().splitlines()
+    assert len(output) == 1, output  # one line, no traceback
+    assert output[0].startswith(f"error: cannot start: {says}")

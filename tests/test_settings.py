@@ -1,0 +1,82 @@
+"""service.settings: values from MNIST_AE_* variables, mistakes named by their variable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings, describe_settings_error, unknown_settings
+
+
+def test_settings_come_from_prefixed_variables_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MNIST_AE_MAX_BATCH_IMAGES", "64")
+    monkeypatch.setenv("mnist_ae_device", "cpu")
+    settings = Settings()
+    assert settings.max_batch_images == 64 and settings.device == "cpu"
+
+
+def test_a_misspelt_variable_is_named_with_the_closest_setting() -> None:
+    environ = {"MNIST_AE_MAX_BATCH_IMAGE": "64", "MNIST_AE_COLOUR": "blue", "MNIST_AE_DEVICE": "cpu", "HOME": "/"}
+    assert unknown_settings(environ) == [
+        "MNIST_AE_COLOUR is not a setting, so it is ignored",
+        "MNIST_AE_MAX_BATCH_IMAGE is not a setting, so it is ignored; did you mean MNIST_AE_MAX_BATCH_IMAGES?",
+    ]
+
+
+def test_kubernetes_service_links_are_not_reported() -> None:
+    # what Kubernetes sets in every pod when a Service named "mnist-ae" exists
+    environ = {
+        "MNIST_AE_SERVICE_HOST": "10.0.0.7",
+        "MNIST_AE_SERVICE_PORT": "8000",
+        "MNIST_AE_SERVICE_PORT_HTTP": "8000",
+        "MNIST_AE_PORT": "tcp://10.0.0.7:8000",
+        "MNIST_AE_PORT_8000_TCP": "tcp://10.0.0.7:8000",
+        "MNIST_AE_PORT_8000_TCP_ADDR": "10.0.0.7",
+        "MNIST_AE_PORT_8000_TCP_PORT": "8000",
+        "MNIST_AE_PORT_8000_TCP_PROTO": "tcp",
+    }
+    assert unknown_settings(environ) == []
+
+
+def test_errors_name_the_variable_and_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MNIST_AE_MAX_WAIT_MS", "-3")
+    monkeypatch.setenv("MNIST_AE_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    message = describe_settings_error(info.value)
+    assert "MNIST_AE_MAX_WAIT_MS='-3': Input should be greater than or equal to 0" in message
+    assert "MNIST_AE_LOG_FORMAT='xml': Input should be 'json' or 'text'" in message
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_an_empty_api_key_is_refused_and_not_echoed(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    monkeypatch.setenv("MNIST_AE_API_KEY", key)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert describe_settings_error(info.value) == (
+        "MNIST_AE_API_KEY: Value error, the API key is empty; unset MNIST_AE_API_KEY to serve without one"
+    )
+
+
+def test_a_wrong_api_key_value_is_never_echoed() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(api_key=12345)  # type: ignore[arg-type]
+    assert "12345" not in describe_settings_error(info.value)
+
+
+def test_the_app_warns_about_each_unknown_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.main import create_app
+
+    monkeypatch.setenv("MNIST_AE_MAX_BATCH_IMAGE", "64")
+    create_app(Settings(log_format="json"))  # the checkpoint loads in the lifespan, which does not run here
+    warnings = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(w["level"], w["message"]) for w in warnings] == [
+        (
+            "WARNING",
+            "MNIST_AE_MAX_BATCH_IMAGE is not a setting, so it is ignored; did you mean MNIST_AE_MAX_BATCH_IMAGES?",
+        )
+    ]
