@@ -8,7 +8,7 @@ ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint typecheck train evaluate data clean
+.PHONY: setup serve test lint typecheck train evaluate data device-kit clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ train: setup
 
 evaluate: setup
 	$(PY) -m training.evaluate weights/autoencoder.safetensors
+
+# what bench/device/run.sh needs on a lent GPU machine, which reaches no package index (see that script)
+device-kit: setup
+	PY=$(PY) bash bench/device/prepare.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

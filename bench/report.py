@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from functools import cache
+from pathlib import Path
 
 from bench.harness import REPO
 
@@ -41,3 +42,24 @@ def write_section(name: str, command: str, body: str) -> None:
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
     BENCHMARKS.write_text(text)
     print(section, file=sys.stdout)
+
+
+def copy_sections(source: Path, names: list[str]) -> list[str]:
+    """Copy the sections ``names`` from another BENCHMARKS.md (a clone's, or one a device run sent
+    back) into this one, as they are; returns the names that were there to copy."""
+    text, copied = source.read_text(), []
+    for name in names:
+        pattern = re.compile(re.escape(f"<!-- {name}:start -->") + ".*?" + re.escape(f"<!-- {name}:end -->"), re.S)
+        found = pattern.search(text)
+        if found is None:
+            continue
+        mine = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
+        section = found.group(0)
+        existing = pattern.search(mine)
+        if existing:
+            mine = mine[: existing.start()] + section + mine[existing.end() :]
+        else:
+            mine = mine.rstrip() + "\n\n" + section + "\n"
+        BENCHMARKS.write_text(mine)
+        copied.append(name)
+    return copied

@@ -101,7 +101,8 @@ def train_one_epoch(
     """
     model.train()
     n = images.shape[0]
-    order = torch.randperm(n, generator=generator)
+    # on the images' device: indexing a GPU tensor with CPU indices would copy them every step
+    order = torch.randperm(n, generator=generator).to(images.device)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     step = first_step
     for start in range(0, n, batch_size):
