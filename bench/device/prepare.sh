@@ -11,16 +11,17 @@ PY=${PY:-.venv/bin/python}
 rm -rf "$KIT" && mkdir -p "$KIT/wheels" "$KIT/bin" "$KIT/lib"
 
 # the device image has torch, numpy, pillow, safetensors, httpx, uvloop, prometheus-client, pytest,
-# tqdm and matplotlib (/work/.library/device/KINDS.md); the rest, at the versions this venv runs
-want="fastapi starlette uvicorn httptools pydantic pydantic-core pydantic-settings python-dotenv annotated-types
-typing-inspection python-multipart orjson pyspng typing-extensions annotated-doc anyio h11 idna"
+# tqdm and matplotlib (/work/.library/device/KINDS.md); the rest at the versions this venv runs,
+# with whatever they need for Python 3.12 (pip keeps what the image has where it satisfies them)
+want="fastapi uvicorn httptools pydantic pydantic-settings python-multipart orjson"
 pins=$("$PY" -m pip freeze 2>/dev/null | tr 'A-Z_' 'a-z-' | awk -F'==' -v want="$want" '
-  BEGIN { n = split(want, w, /[ \n]+/); for (i = 1; i <= n; i++) keep[w[i]] = 1 }
+  BEGIN { n = split(want, w, / /); for (i = 1; i <= n; i++) keep[w[i]] = 1 }
   ($1 in keep) && NF == 2 { print $1 "==" $2 }')
-pins="$pins pyspng"  # installed here from a local wheel, so not pinned by freeze
-"$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
+# pyspng: installed here from a local wheel, so freeze gives no version to pin
+"$PY" -m pip download --quiet --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
     --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 \
-    -d "$KIT/wheels" $pins
+    -d "$KIT/wheels" $pins pyspng 2>&1 | grep -v "^WARNING: Location" || true
+[ "$(ls "$KIT/wheels" | wc -l)" -gt 10 ] || { echo "the wheel download failed" >&2; exit 1; }
 
 WRK=$(command -v wrk) || { echo "wrk is not installed here: apt-get install -y wrk" >&2; exit 1; }
 cp "$WRK" "$KIT/bin/wrk"
