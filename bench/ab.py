@@ -23,7 +23,9 @@ from bench.workload import batch_bodies, single_and_batched
 
 def commit_of(checkout: Path) -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=checkout,
+    # benchmark results (BENCHMARKS.md, plots) are not changes to the code being compared
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":!BENCHMARKS.md", ":!bench/plots"], cwd=checkout,
                            capture_output=True, text=True).stdout.strip()  # fmt: skip
     return out.stdout.strip() + ("+changes" if dirty else "")
 
