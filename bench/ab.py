@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.harness import REPO, start_server, stop_server
 from bench.report import write_section
-from bench.workload import batch_bodies, single_and_batched
+from bench.workload import PNG, batch_bodies, single_and_batched
 
 
 def commit_of(checkout: Path) -> str:
@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="what the change is (the section's name)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=10_000, help="requests per single-image run")
+    parser.add_argument("--multipart", action="store_true",
+                        help="images as multipart forms (one file; 256 files), not a PNG body and .npy")  # fmt: skip
     args = parser.parse_args()
     checkouts = {"base": args.base.resolve(), "this checkout": REPO}
     commits = {label: commit_of(path) for label, path in checkouts.items()}
@@ -44,7 +46,13 @@ def main() -> None:
     batched: dict[str, list[float]] = {label: [] for label in checkouts}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        npy, _, _ = batch_bodies(tmp, 256)
+        npy, multipart, multipart_type = batch_bodies(tmp, 256)
+        batch_body, batch_type = (multipart, multipart_type) if args.multipart else (npy, "application/x-npy")
+        single_body = (PNG, "image/png")
+        if args.multipart:
+            (tmp / "one").mkdir()
+            _, one_file, one_type = batch_bodies(tmp / "one", 1)
+            single_body = (one_file, one_type)
         servers = {}
         try:
             for label, path in checkouts.items():
@@ -52,7 +60,8 @@ def main() -> None:
             for r in range(args.rounds):
                 for label, server in servers.items():
                     url = f"{server.url}/reconstruct"
-                    one, big = single_and_batched(url, npy, requests=args.requests)
+                    one, big = single_and_batched(url, batch_body, requests=args.requests, single_body=single_body,
+                                                  batch_content_type=batch_type)  # fmt: skip
                     single[label].append(one.rps)
                     p99[label].append(one.p99_ms)
                     batched[label].append(big.rps * 256)
@@ -72,15 +81,16 @@ def main() -> None:
         f"## Side by side: {args.name}",
         "",
         f"Both servers running at once, {args.rounds} alternating rounds, medians. Single image: one PNG per request "
-        f"to `/reconstruct`, 64 connections, {args.requests:,} requests. Batches: 256 images per request as `.npy`, "
-        "4 connections, 5 s.",
+        f"{'as a one-file multipart form ' if args.multipart else ''}to `/reconstruct`, 64 connections, "
+        f"{args.requests:,} requests. Batches: 256 images per request "
+        f"{'as 256 PNG files in a multipart form' if args.multipart else 'as `.npy`'}, 4 connections, 5 s.",
         "",
         "| server | req/s | vs base | p99 ms | batched images/s | vs base |",
         "|---|---:|---:|---:|---:|---:|",
         *rows,
     ])  # fmt: skip
-    write_section(f"ab-{args.name}", f"python -m bench.ab --base <checkout of {commits['base']}> --name {args.name}",
-                  body)  # fmt: skip
+    command = f"python -m bench.ab --base <checkout of {commits['base']}> --name {args.name}"
+    write_section(f"ab-{args.name}", command + (" --multipart" if args.multipart else ""), body)
 
 
 if __name__ == "__main__":

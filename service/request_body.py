@@ -20,6 +20,7 @@ from starlette.requests import Request
 
 from service.codecs.arrays import check_count, images_from_array, latents_from_array
 from service.codecs.images import decode_image
+from service.codecs.multipart import parse_form_data
 from service.codecs.npy import NPY_MEDIA_TYPE, read_npy
 from service.errors import APIError, InvalidInput, MalformedBody, PayloadTooLarge, UnsupportedMediaType
 from service.schemas import ImagesRequest, LatentsRequest
@@ -29,6 +30,7 @@ IMAGE_CONTENT_TYPES = ("multipart/form-data", "image/png (or any image/*)", "app
 LATENT_CONTENT_TYPES = ("application/json", NPY_MEDIA_TYPE)
 _NPY_TYPES = {NPY_MEDIA_TYPE, "application/npy", "application/octet-stream"}
 _NPY_MAGIC = b"\x93NUMPY"
+_MAX_FORM_FIELDS = 100  # text fields beside the files: a form with more is refused
 _UNION_TAGS = {"base64", "pixels", "batch", "single"}  # tags of service.schemas' unions: not part of a path
 
 ImageDecoder = Callable[..., np.ndarray]  # decode_image with the limits bound: (data, *, what)
@@ -90,18 +92,35 @@ async def _body(request: Request) -> bytes:
 
 async def _multipart_images(request: Request, settings: Settings, decode: ImageDecoder) -> np.ndarray:
     limit = settings.max_images_per_request
+    # the body is in memory anyway (MAX_BODY_BYTES): plain forms are cut at their boundaries
+    # directly, anything else goes to Starlette's streaming parser, which reads the same bytes
+    parts = parse_form_data(await request.body(), request.headers.get("content-type", ""))
+    if parts is None or len(parts) > limit + _MAX_FORM_FIELDS:
+        return await _starlette_multipart_images(request, limit, decode)
+    files = [part for part in parts if part.filename is not None]
+    if len(files) > limit:
+        raise _too_many_files(limit)
+    if len(parts) - len(files) > _MAX_FORM_FIELDS:
+        return await _starlette_multipart_images(request, limit, decode)  # its own words for it
+    if not files:
+        raise _no_files([part.name for part in parts])
+    return np.stack([
+        decode(part.data, what=f"file {index} ({part.filename or part.disposition})")
+        for index, part in enumerate(files)
+    ])  # fmt: skip
+
+
+async def _starlette_multipart_images(request: Request, limit: int, decode: ImageDecoder) -> np.ndarray:
     try:  # more files than allowed are refused while parsing, before their bytes are kept
-        form = await request.form(max_files=limit, max_fields=100)
+        form = await request.form(max_files=limit, max_fields=_MAX_FORM_FIELDS)
     except HTTPException as exc:
         if "Too many files" in str(exc.detail):
-            raise PayloadTooLarge(f"more than {limit} files in one request, over the limit of {limit}") from None
+            raise _too_many_files(limit) from None
         raise MalformedBody(f"malformed multipart body: {exc.detail}") from None
     try:
         files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
         if not files:
-            fields = [key for key, _ in form.multi_items()]
-            hint = f" (got only text fields {fields[:5]}; with curl, use -F 'file=@digit.png')" if fields else ""
-            raise InvalidInput(f"no image files in the multipart form{hint}")
+            raise _no_files([key for key, _ in form.multi_items()])
         images = []
         for index, upload in enumerate(files):
             what = f"file {index} ({upload.filename or upload.headers.get('content-disposition', 'unnamed')!s})"
@@ -109,6 +128,15 @@ async def _multipart_images(request: Request, settings: Settings, decode: ImageD
         return np.stack(images)
     finally:
         await form.close()
+
+
+def _too_many_files(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"more than {limit} files in one request, over the limit of {limit}")
+
+
+def _no_files(fields: list[str]) -> InvalidInput:
+    hint = f" (got only text fields {fields[:5]}; with curl, use -F 'file=@digit.png')" if fields else ""
+    return InvalidInput(f"no image files in the multipart form{hint}")
 
 
 def _json_images(body: bytes, settings: Settings, decode: ImageDecoder, *, size: int, resize: bool) -> np.ndarray:

@@ -36,8 +36,13 @@ def expected(checkpoint: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def image_bodies(images: np.ndarray) -> dict[str, dict[str, object]]:
     """The same uint8 images in every accepted request format (as httpx keyword arguments)."""
     files = [("file", (f"d{i}.png", image_file(img), "image/png")) for i, img in enumerate(images)]
+    form = httpx.Request("POST", "http://x/", files=files)
     return {
-        "multipart": {"files": files},
+        "multipart": {"files": files},  # read by service/codecs/multipart.py
+        "multipart-other-headers": {  # parts with headers it does not know go to Starlette's parser: both must agree
+            "content": form.read().replace(b"Content-Type: image/png\r\n", b"Content-Type: image/png\r\nX-Note: 1\r\n"),
+            "headers": {"content-type": form.headers["content-type"]},
+        },
         "json-pixels": {"json": {"images": (images / 255).tolist()}},
         "json-base64": {"json": {"images": [base64.b64encode(image_file(img)).decode() for img in images]}},
         "npy-uint8": {"content": npy(images), "headers": {"content-type": "application/x-npy"}},
