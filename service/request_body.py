@@ -94,8 +94,9 @@ async def _multipart_images(request: Request, settings: Settings, decode: ImageD
     limit = settings.max_images_per_request
     # the body is in memory anyway (MAX_BODY_BYTES): plain forms are cut at their boundaries
     # directly, anything else goes to Starlette's streaming parser, which reads the same bytes
-    parts = parse_form_data(await request.body(), request.headers.get("content-type", ""))
-    if parts is None or len(parts) > limit + _MAX_FORM_FIELDS:
+    body = await request.body()
+    parts = parse_form_data(body, request.headers.get("content-type", ""), max_parts=limit + _MAX_FORM_FIELDS)
+    if parts is None:
         return await _starlette_multipart_images(request, limit, decode)
     files = [part for part in parts if part.filename is not None]
     if len(files) > limit:

@@ -186,3 +186,9 @@ def test_the_shortcut_for_common_headers_reads_what_the_general_path_reads(monke
     monkeypatch.setattr(multipart, "_COMMON_HEADERS", re.compile(rb"(?!)"))  # never matches
     assert [parse_form_data(body, content_type) for body, content_type in forms] == shortcut
     assert all(parts is not None for parts in shortcut)
+
+
+def test_a_form_of_too_many_parts_is_left_to_starlette_early() -> None:
+    body, content_type = httpx_form([("file", (f"{i}.png", b"x", "image/png")) for i in range(20)])
+    assert len(parse_form_data(body, content_type, max_parts=20) or []) == 20
+    assert parse_form_data(body, content_type, max_parts=19) is None

@@ -76,8 +76,10 @@ def _decode(value: bytes) -> str:
         return value.decode("latin-1")
 
 
-def parse_form_data(body: bytes, content_type: str) -> list[FormPart] | None:
-    """The parts of a plain multipart body, in order; None for anything this parser leaves to Starlette."""
+def parse_form_data(body: bytes, content_type: str, *, max_parts: int = 10_000) -> list[FormPart] | None:
+    """The parts of a plain multipart body, in order; None for anything this parser leaves to
+    Starlette, including more than ``max_parts`` parts (its streaming parser stops at its limits
+    without going through the rest)."""
     boundary = boundary_of(content_type)
     if boundary is None:
         return None
@@ -95,6 +97,8 @@ def parse_form_data(body: bytes, content_type: str) -> list[FormPart] | None:
         if part is None:
             return None
         parts.append(part)
+        if len(parts) > max_parts:
+            return None
         after = end + len(next_delimiter)
         tail = body[after : after + 2]
         if tail == b"--":
