@@ -5,6 +5,7 @@ import io
 import numpy as np
 import pytest
 
+from service.codecs import npy
 from service.codecs.npy import npy_bytes, read_npy
 from service.errors import InvalidInput, MalformedBody, PayloadTooLarge
 
@@ -76,3 +77,66 @@ def test_garbage_is_malformed() -> None:
     for blob in (b"", b"not npy at all", b"\x93NUMPY\x01\x00\xff\xff{'descr'"):
         with pytest.raises(MalformedBody, match=r"not a valid \.npy file"):
             read_npy(blob, max_elements=10**6)
+
+
+CANONICAL_CASES = [
+    np.zeros((), np.float32),
+    np.arange(5, dtype=np.uint8),
+    np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28),
+    np.random.default_rng(1).random((2, 1, 28, 28), dtype=np.float32),
+    np.asfortranarray(np.arange(6, dtype=">f8").reshape(2, 3)),
+    np.array([[True, False]]),
+    np.arange(4, dtype="<i2").reshape(1, 4),
+    np.zeros((0, 28, 28), np.uint8),
+    np.zeros((123456, 1), np.uint8),
+]
+
+
+@pytest.mark.parametrize("array", CANONICAL_CASES, ids=lambda a: f"{a.dtype.str}{a.shape}")
+def test_headers_as_np_save_writes_them_take_the_quick_path_and_read_as_numpy_does(array: np.ndarray) -> None:
+    blob = save(array)
+    assert npy._canonical_header(blob) is not None
+    loaded = read_npy(blob, max_elements=10**6)
+    assert loaded.dtype == array.dtype and loaded.shape == array.shape
+    np.testing.assert_array_equal(loaded, np.load(io.BytesIO(blob)))
+
+
+def _with_header(header: bytes, payload: bytes) -> bytes:
+    padded = header + b" " * (-(len(header) + 11) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(padded).to_bytes(2, "little") + padded + payload
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"descr": "|u1", "fortran_order": False, "shape": (2, 3)}',  # double quotes
+        b"{'shape': (2, 3), 'fortran_order': False, 'descr': '|u1'}",  # another key order
+        b"{'descr':'|u1','fortran_order':False,'shape':(2,3)}",  # no spaces
+        b"{'descr': '<u1', 'fortran_order': False, 'shape': (2, 3), }",  # '<' for a one-byte type
+    ],
+)
+def test_other_valid_headers_are_read_by_numpys_parser(header: bytes) -> None:
+    blob = _with_header(header, bytes(range(6)))
+    assert npy._canonical_header(blob) is None
+    np.testing.assert_array_equal(read_npy(blob, max_elements=100), np.arange(6, dtype=np.uint8).reshape(2, 3))
+
+
+def test_damaged_headers_never_read_differently_than_numpys_parser() -> None:
+    rng = np.random.default_rng(7)
+    blob = save(np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28))
+    quick_ones = 0
+    for _ in range(2000):
+        damaged = bytearray(blob)
+        at = int(rng.integers(8, 128))
+        damaged[at] = int(rng.choice(list(b"0123456789,() '<>|fuib\n")))
+        damaged_blob = bytes(damaged)
+        quick = npy._canonical_header(damaged_blob)
+        if quick is None:
+            continue
+        quick_ones += 1
+        try:
+            expected = npy._numpy_header(damaged_blob)
+        except MalformedBody:
+            raise AssertionError(f"numpy refuses a header the quick path reads: {damaged_blob[:128]!r}") from None
+        assert quick[:3] == expected[:3] and quick[3] == expected[3], damaged_blob[:128]
+    assert quick_ones > 100
