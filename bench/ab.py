@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000, help="requests per single-image run")
     parser.add_argument("--multipart", action="store_true",
                         help="images as multipart forms (one file; 256 files), not a PNG body and .npy")  # fmt: skip
+    parser.add_argument("--npy-single", action="store_true",
+                        help="single images as one-image .npy bodies (as the Python client sends them)")  # fmt: skip
     args = parser.parse_args()
     checkouts = {"base": args.base.resolve(), "this checkout": REPO}
     commits = {label: commit_of(path) for label, path in checkouts.items()}
@@ -49,10 +51,10 @@ def main() -> None:
         npy, multipart, multipart_type = batch_bodies(tmp, 256)
         batch_body, batch_type = (multipart, multipart_type) if args.multipart else (npy, "application/x-npy")
         single_body = (PNG, "image/png")
-        if args.multipart:
+        if args.multipart or args.npy_single:
             (tmp / "one").mkdir()
-            _, one_file, one_type = batch_bodies(tmp / "one", 1)
-            single_body = (one_file, one_type)
+            one_npy, one_file, one_type = batch_bodies(tmp / "one", 1)
+            single_body = (one_file, one_type) if args.multipart else (one_npy, "application/x-npy")
         servers = {}
         try:
             for label, path in checkouts.items():
@@ -81,7 +83,8 @@ def main() -> None:
         f"## Side by side: {args.name}",
         "",
         f"Both servers running at once, {args.rounds} alternating rounds, medians. Single image: one PNG per request "
-        f"{'as a one-file multipart form ' if args.multipart else ''}to `/reconstruct`, 64 connections, "
+        f"{'as a one-file multipart form ' if args.multipart else 'as a one-image .npy ' if args.npy_single else ''}"
+        "to `/reconstruct`, 64 connections, "
         f"{args.requests:,} requests. Batches: 256 images per request "
         f"{'as 256 PNG files in a multipart form' if args.multipart else 'as `.npy`'}, 4 connections, 5 s.",
         "",
@@ -90,7 +93,8 @@ def main() -> None:
         *rows,
     ])  # fmt: skip
     command = f"python -m bench.ab --base <checkout of {commits['base']}> --name {args.name}"
-    write_section(f"ab-{args.name}", command + (" --multipart" if args.multipart else ""), body)
+    command += " --multipart" if args.multipart else " --npy-single" if args.npy_single else ""
+    write_section(f"ab-{args.name}", command, body)
 
 
 if __name__ == "__main__":
