@@ -28,6 +28,7 @@ CONFIGS: dict[str, tuple[dict[str, str], list[str]]] = {
     "eager PyTorch instead of traced graphs": ({"MNIST_AE_GRAPH_MODE": "eager"}, []),
     "decoder as trained (upsampling not folded)": ({"MNIST_AE_FOLD_UPSAMPLING": "false"}, []),
     "no gc.freeze after warm-up": ({"MNIST_AE_GC_FREEZE": "false"}, []),
+    "glibc's moving malloc thresholds": ({"MNIST_AE_KEEP_FREED_BLOCKS": "false"}, []),
     "asyncio loop + h11 parser (no uvloop/httptools)": ({}, ["--loop", "asyncio", "--http", "h11"]),
     "1 torch thread instead of 2": ({"MNIST_AE_TORCH_THREADS": "1"}, []),
 }

@@ -22,7 +22,7 @@ from service.errors import install_error_handlers
 from service.hot_path import InferenceHotPath
 from service.inference import Predictor
 from service.logs import configure_logging
-from service.memory import drop_cuda_library_pages, limit_malloc_arenas, release_free_memory
+from service.memory import drop_cuda_library_pages, keep_freed_blocks, limit_malloc_arenas, release_free_memory
 from service.metrics import Metrics
 from service.middleware import RequestContextMiddleware
 from service.routes import inference, noop, ops
@@ -63,6 +63,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
     settings = state.settings
     limit_malloc_arenas(MALLOC_ARENAS)  # before the inference and warm-up threads exist
+    if settings.keep_freed_blocks:
+        keep_freed_blocks()  # no fresh pages, and their page faults, for every batch
     predictor = load_model(state)
     batcher = MicroBatcher(
         predictor, max_batch_images=settings.max_batch_images, max_wait_s=settings.max_wait_ms / 1000,

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
         True, description="run the decoder with each 2x upsampling folded into the conv after it: same function, faster"
     )
     gc_freeze: bool = Field(True, description="after warm-up, exempt start-up objects from garbage collection")
+    keep_freed_blocks: bool = Field(
+        True, description="glibc: keep the blocks a batch frees for the next one instead of mapping fresh pages"
+    )
     drop_cuda_code: bool = Field(
         True, description="serving from the CPU with a CUDA build of torch: page out its unused CUDA libraries"
     )

@@ -140,3 +140,25 @@ def test_damaged_headers_never_read_differently_than_numpys_parser() -> None:
             raise AssertionError(f"numpy refuses a header the quick path reads: {damaged_blob[:128]!r}") from None
         assert quick[:3] == expected[:3] and quick[3] == expected[3], damaged_blob[:128]
     assert quick_ones > 100
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros((1, 1, 28, 28), np.float32),
+        np.random.default_rng(2).random((256, 16, 7, 7), dtype=np.float32),
+        np.zeros((), np.float32),
+        np.arange(5, dtype=np.uint8),
+        np.zeros((123_456_789_012, 0), np.uint8),  # a long dimension: the header grows past one 64-byte block
+        np.asfortranarray(np.arange(6.0).reshape(2, 3)),  # written in C order
+        np.arange(12, dtype=">i4").reshape(3, 4)[:, ::2],  # not contiguous, big-endian
+    ],
+    ids=lambda a: f"{a.dtype.str}{a.shape}",
+)
+def test_written_npy_is_what_np_save_writes(array: np.ndarray) -> None:
+    blob = npy_bytes(array)
+    assert blob == save(np.array(array, order="C"))
+    assert len(blob) % 64 == (array.nbytes % 64)  # the header block is padded to a multiple of 64 bytes
+    loaded = np.load(io.BytesIO(blob))
+    assert loaded.shape == array.shape and loaded.dtype == array.dtype
+    np.testing.assert_array_equal(loaded, array)
