@@ -34,13 +34,25 @@ def machine() -> str:
             f"torch {torch_build()[0]}, commit {commit.strip() or 'unknown'}")  # fmt: skip
 
 
-def write_section(name: str, command: str, body: str) -> None:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    section = f"{start}\n{body.strip()}\n\nReproduce: `{command}`  \nMachine: {machine()}\n{end}"
+def _section_pattern(name: str) -> re.Pattern[str]:
+    return re.compile(re.escape(f"<!-- {name}:start -->") + ".*?" + re.escape(f"<!-- {name}:end -->"), re.S)
+
+
+def _put_section(name: str, section: str) -> None:
+    """Replace section ``name`` of BENCHMARKS.md with ``section`` (markers included), or append it."""
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    existing = _section_pattern(name).search(text)
+    if existing:
+        text = text[: existing.start()] + section + text[existing.end() :]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
     BENCHMARKS.write_text(text)
+
+
+def write_section(name: str, command: str, body: str) -> None:
+    section = (f"<!-- {name}:start -->\n{body.strip()}\n\nReproduce: `{command}`  \nMachine: {machine()}\n"
+               f"<!-- {name}:end -->")  # fmt: skip
+    _put_section(name, section)
     print(section, file=sys.stdout)
 
 
@@ -49,17 +61,8 @@ def copy_sections(source: Path, names: list[str]) -> list[str]:
     back) into this one, as they are; returns the names that were there to copy."""
     text, copied = source.read_text(), []
     for name in names:
-        pattern = re.compile(re.escape(f"<!-- {name}:start -->") + ".*?" + re.escape(f"<!-- {name}:end -->"), re.S)
-        found = pattern.search(text)
-        if found is None:
-            continue
-        mine = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
-        section = found.group(0)
-        existing = pattern.search(mine)
-        if existing:
-            mine = mine[: existing.start()] + section + mine[existing.end() :]
-        else:
-            mine = mine.rstrip() + "\n\n" + section + "\n"
-        BENCHMARKS.write_text(mine)
-        copied.append(name)
+        found = _section_pattern(name).search(text)
+        if found is not None:
+            _put_section(name, found.group(0))
+            copied.append(name)
     return copied
