@@ -112,7 +112,7 @@ async def _multipart_images(request: Request, settings: Settings, decode: ImageD
 
 
 async def _starlette_multipart_images(request: Request, limit: int, decode: ImageDecoder) -> np.ndarray:
-    try:  # more files than allowed are refused while parsing, before their bytes are kept
+    try:  # it stops at its limits (the body itself is in memory already, bounded by MAX_BODY_BYTES)
         form = await request.form(max_files=limit, max_fields=_MAX_FORM_FIELDS)
     except HTTPException as exc:
         if "Too many files" in str(exc.detail):
