@@ -19,13 +19,15 @@ stamp() { echo "== $(( $(date +%s) - started )) s: $*"; }
 
 stamp "setup"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv || true
-# a venv over the image's own torch (no index is reachable there); our other packages from the kit
-VENV=${VENV:-/tmp/ae-venv}
-[ -x "$VENV/bin/python" ] || python3 -m venv --system-site-packages "$VENV"
-"$VENV/bin/python" -m pip install --quiet --no-index --find-links "$KIT/wheels" \
+# the image's python3 is itself a venv holding torch (/opt/torch/.venv): a venv made from it would
+# not see torch, so the packages it lacks go into it directly, from the kit (no index is reachable
+# there; the machine is thrown away afterwards). VENV=<path> uses another environment instead.
+PYBIN=$(dirname "$(command -v python3)")
+[ -n "${VENV:-}" ] && PYBIN="$VENV/bin"
+"$PYBIN/python3" -m pip install --quiet --no-index --find-links "$KIT/wheels" \
     fastapi uvicorn httptools pydantic pydantic-settings python-multipart orjson pyspng "typing-extensions>=4.14" \
     || { echo "package install failed"; exit 1; }
-export PATH="$VENV/bin:$PWD/$KIT/bin:$PATH" LD_LIBRARY_PATH="$PWD/$KIT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PATH="$PYBIN:$PWD/$KIT/bin:$PATH" LD_LIBRARY_PATH="$PWD/$KIT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PYTHONPATH="$PWD" MPLBACKEND=Agg
 mkdir -p data/MNIST/raw && tar -xzf "$KIT/mnist-raw.tar.gz" -C data/MNIST/raw
 python -c "import torch, fastapi, pydantic; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
