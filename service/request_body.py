@@ -148,7 +148,8 @@ def _json_images(body: bytes, settings: Settings, decode: ImageDecoder, *, size:
     check_count(len(items), max_items=settings.max_images_per_request, noun="images")
     if all(isinstance(item, list) for item in items):
         try:  # the common case: one C-level conversion for the whole batch
-            whole = np.asarray(items, dtype=np.float32)
+            with np.errstate(over="ignore"):  # past float32: inf, refused by the range check
+                whole = np.asarray(items, dtype=np.float32)
         except ValueError:
             pass  # ragged: the per-item path below says which item
         else:
