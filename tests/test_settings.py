@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from pydantic import ValidationError
 
 from service.settings import Settings, describe_settings_error, unknown_settings
+from tests.conftest import REPO
 
 
 def test_settings_come_from_prefixed_variables_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,3 +82,17 @@ def test_the_app_warns_about_each_unknown_variable(
             "MNIST_AE_MAX_BATCH_IMAGE is not a setting, so it is ignored; did you mean MNIST_AE_MAX_BATCH_IMAGES?",
         )
     ]
+
+
+def test_the_deployment_files_set_only_real_settings_with_valid_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker-compose.yml and the Dockerfile: a misspelt name is ignored, a bad value stops the service."""
+    compose = (REPO / "docker-compose.yml").read_text()
+    dockerfile = (REPO / "Dockerfile").read_text()
+    values = dict(re.findall(r"^\s+(MNIST_AE_\w+):\s*\"?([^\"#\n]*?)\"?\s*(?:#.*)?$", compose, re.M))
+    values.update(re.findall(r"(MNIST_AE_\w+)=(\S+)", dockerfile))
+    assert {"MNIST_AE_DEVICE", "MNIST_AE_MAX_BATCH_IMAGES", "MNIST_AE_CHECKPOINT"} <= set(values)
+    assert unknown_settings(values) == []
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.device == values["MNIST_AE_DEVICE"]
