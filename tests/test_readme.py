@@ -63,3 +63,11 @@ def test_python_client_example_runs(live_server: LiveServer) -> None:
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "(3, 1, 28, 28) (3, 16, 7, 7)" in result.stdout
+
+
+def test_the_readme_lists_every_setting() -> None:
+    from service.settings import ENV_PREFIX, Settings
+
+    table = "\n".join(line for line in README.splitlines() if line.startswith(f"| `{ENV_PREFIX}"))
+    missing = [name for name in Settings.model_fields if f"`{ENV_PREFIX}{name.upper()}`" not in table]
+    assert missing == [], f"settings missing from the README's table: {missing}"
