@@ -216,6 +216,10 @@ async def test_metrics_count_requests_batches_and_images(api: httpx.AsyncClient)
     assert "mnist_ae_queue_wait_seconds_count 1.0" in text
     assert 'mnist_ae_http_request_duration_seconds_bucket{le="+Inf",route="/reconstruct"} 1.0' in text
     assert "mnist_ae_ready 1.0" in text
+    # the process and the interpreter, as Prometheus' own client reports them by default
+    for family in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_start_time_seconds",
+                   "python_info", "python_gc_collections_total"):  # fmt: skip
+        assert f"\n{family}" in text, family
 
 
 async def test_readiness_before_the_model_is_loaded(tiny_checkpoint: Path) -> None:
