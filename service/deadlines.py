@@ -49,7 +49,7 @@ class Deadlines:
                 uncancel()
             raise TimeoutError from None
         finally:
-            del self._deadlines[task]
+            self._deadlines.pop(task, None)  # the watcher may have dropped it already
             self._expired.discard(task)
 
     async def _watch(self) -> None:
@@ -59,7 +59,7 @@ class Deadlines:
             now = loop.time()
             for task, deadline in list(self._deadlines.items()):
                 if task.done():  # its loop closed mid-await, so its cleanup never ran
-                    del self._deadlines[task]
+                    self._deadlines.pop(task, None)
                 elif deadline <= now and task not in self._expired and task.get_loop() is loop:
                     self._expired.add(task)
                     task.cancel()
