@@ -3,7 +3,7 @@ and the first step of a fresh process, where torch.optim's Adam imports torch._d
 
     python -m bench.train_step          # about 40 seconds on 2 CPU cores
 
-A step is what ``training.train.train_one_epoch`` does per batch: uint8 images sliced from memory
+A step is what ``training.loop.train_one_epoch`` does per batch: uint8 images sliced from memory
 and scaled, forward (channels_last), MSE, backward, Adam. The variants run in interleaved rounds
 (this machine's speed drifts); each figure is the median of the rounds.
 """
@@ -25,11 +25,13 @@ from bench.report import write_section
 from service.model import AutoEncoder
 from training.optim import Adam
 
-VARIANTS: dict[str, tuple[type[torch.optim.Adam], dict[str, bool]]] = {
-    "torch.optim.Adam, foreach (torch's default)": (torch.optim.Adam, {"foreach": True}),
-    "torch.optim.Adam, one parameter at a time": (torch.optim.Adam, {"foreach": False}),
-    "torch.optim.Adam, fused": (torch.optim.Adam, {"fused": True}),
-    "training.optim.Adam, fused (what training uses)": (Adam, {"fused": True}),
+# name -> (optimizer, its options, precision of the forward and backward)
+VARIANTS: dict[str, tuple[type[torch.optim.Adam], dict[str, bool], str]] = {
+    "torch.optim.Adam, foreach (torch's default)": (torch.optim.Adam, {"foreach": True}, "fp32"),
+    "torch.optim.Adam, one parameter at a time": (torch.optim.Adam, {"foreach": False}, "fp32"),
+    "torch.optim.Adam, fused": (torch.optim.Adam, {"fused": True}, "fp32"),
+    "training.optim.Adam, fused (what training uses)": (Adam, {"fused": True}, "fp32"),
+    "training.optim.Adam, fused, bfloat16 autocast (--precision bf16)": (Adam, {"fused": True}, "bf16"),
 }
 BASELINE = "torch.optim.Adam, foreach (torch's default)"
 
@@ -64,6 +66,7 @@ def ms_per_step(
     images: torch.Tensor,
     optimizer_class: type[torch.optim.Adam],
     optimizer_options: dict[str, bool],
+    precision: str,
     *,
     batch_size: int,
     steps: int,
@@ -72,13 +75,16 @@ def ms_per_step(
     model = AutoEncoder().to(memory_format=torch.channels_last).train()
     optimizer = optimizer_class(model.parameters(), lr=0.003, **optimizer_options)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     warmup = 20
     for i in range(warmup + steps):
         if i == warmup:
             started = time.perf_counter()
         batch = order[(i * batch_size) % len(images) :][:batch_size]
         x = images[batch].unsqueeze(1).float().div_(255).contiguous(memory_format=torch.channels_last)
-        loss = F.mse_loss(model(x), x)
+        with autocast:
+            y = model(x)
+        loss = F.mse_loss(y.float(), x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -95,8 +101,8 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     first: dict[str, list[float]] = {name: [] for name in FIRST_STEP_VARIANTS}
     for r in range(args.rounds):
-        for name, (optimizer_class, options) in VARIANTS.items():
-            ms = ms_per_step(images, optimizer_class, options, batch_size=args.batch_size, steps=args.steps)
+        for name, (optimizer_class, options, precision) in VARIANTS.items():
+            ms = ms_per_step(images, optimizer_class, options, precision, batch_size=args.batch_size, steps=args.steps)
             times[name].append(ms)
             print(f"  round {r + 1} {name}: {ms:.3f} ms/step", flush=True)
         for name, which in FIRST_STEP_VARIANTS.items():
@@ -113,13 +119,17 @@ def main() -> None:
     ]
     body = "\n".join(
         [
-            f"## Training: one step at batch {args.batch_size}, by Adam implementation",
+            f"## Training: one step at batch {args.batch_size}, by Adam implementation and precision",
             "",
             f"Median of {args.rounds} interleaved rounds of {args.steps} steps (CPU, channels_last, 2 threads).",
             "",
             "| optimizer | ms per step | speed vs torch's default |",
             "|---|---:|---:|",
             *rows,
+            "",
+            "bfloat16 autocast runs the convolutions (forward and backward) in bfloat16, which this CPU "
+            f"{'has' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'lacks'} instructions for "
+            "(AVX512-BF16/AMX); the weights, Adam's moments and the loss stay float32.",
             "",
             "training.optim.Adam runs torch's Adam without the decorators torch.optim puts on it for "
             "torch.compile; per step it is the same kernel. What it saves is at the start: those "

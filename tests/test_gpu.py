@@ -99,14 +99,19 @@ def test_the_optimizer_updates_as_torchs_fused_adam_on_the_device(device: torch.
 
 
 @pytest.mark.slow
-def test_training_on_the_device_writes_a_checkpoint_that_serves(mnist_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_on_the_device_writes_a_checkpoint_that_serves(
+    mnist_dir: Path, tmp_path: Path, precision: str
+) -> None:
     out = tmp_path / "run"
     command = [sys.executable, "-m", "training", "--device", DEVICE, "--epochs", "1", "--limit", "4000",
-               "--lr", "0.01", "--data-dir", str(mnist_dir), "--out", str(out), "--no-progress"]  # fmt: skip
+               "--lr", "0.01", "--precision", precision, "--data-dir", str(mnist_dir), "--out", str(out),
+               "--no-progress"]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     meta = json.loads((out / "autoencoder.json").read_text())
     assert meta["training"]["device"].startswith(DEVICE.split(":")[0])
+    assert meta["training"]["precision"] == precision
     assert meta["metrics"]["test_mse"] < 0.03  # 125 steps: far from done, far from the 0.11 of a blank output
     load_checkpoint(out / "autoencoder.safetensors")  # verified: sha256, architecture, finite weights
 

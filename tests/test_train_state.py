@@ -9,7 +9,7 @@ import torch
 from service.checkpoint import CheckpointError
 from service.model import AutoEncoder
 from training.optim import build_adam
-from training.train import Recipe
+from training.recipe import Recipe
 from training.train_state import load_train_state, save_train_state
 
 
