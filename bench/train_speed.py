@@ -80,8 +80,15 @@ def plot(runs: list[Run], path: str, where: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 4.5), dpi=100)
-    for run in runs:
-        ax.plot([t for t, _ in run.curve], [m for _, m in run.curve], marker="o", label=run.name)
+    # one colour per recipe: its runs with other seeds share it, and the legend names it once
+    recipes = [run.name.split(", seed ")[0] for run in runs]
+    colours: dict[str, str] = {}
+    for run, recipe in zip(runs, recipes, strict=True):
+        first = recipe not in colours
+        colour = colours.setdefault(recipe, f"C{len(colours)}")
+        seeds = recipes.count(recipe)
+        label = (recipe if seeds == 1 else f"{recipe} ({seeds} seeds)") if first else None
+        ax.plot([t for t, _ in run.curve], [m for _, m in run.curve], marker="o", color=colour, label=label)
     ax.axhline(TARGET_MSE, color="gray", linestyle="--", label=f"target {TARGET_MSE}")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -114,7 +121,7 @@ def main() -> None:
         for run in (
             Run(f"project, fast recipe, bf16 autocast: 50k images once, batch 32, lr 0.01 decaying to 0{_seed(seed)}",
                 [*project, *fast, "--precision", "bf16", "--seed", str(seed)]),
-            Run(f"project, fast recipe, float32: the same{_seed(seed)}",
+            Run(f"project, fast recipe, float32: the same recipe{_seed(seed)}",
                 [*project, *fast, "--seed", str(seed)]),
             Run(f"project, float32: all 60k images once, batch 32, constant lr 0.003{_seed(seed)}",
                 [*project, *full, "--seed", str(seed)]),
