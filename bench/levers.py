@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import statistics
 import tempfile
 from pathlib import Path
@@ -39,19 +40,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", nargs="+", metavar="TEXT", default=None,
+                        help="only the configurations whose name holds one of these (the defaults always run); "
+                             "written to a section of its own")  # fmt: skip
     args = parser.parse_args()
+    configs = {
+        name: config for i, (name, config) in enumerate(CONFIGS.items())
+        if i == 0 or args.only is None or any(text in name for text in args.only)
+    }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as running:
         tmp = Path(tmp_name)
         npy, _, _ = batch_bodies(tmp, 256)
         # every configuration runs at once, each its own server, idle but for its turn; rounds go
         # through all of them in turn, so a slow spell of the machine hits every row alike
         urls = {}
-        for i, (name, (env, extra)) in enumerate(CONFIGS.items()):
+        for i, (name, (env, extra)) in enumerate(configs.items()):
             server = start_server(tmp / f"server{i}.log", env, command=("-m", "service", *extra))
             running.callback(stop_server, server)
             urls[name] = f"{server.url}/reconstruct"
-        single: dict[str, list[LoadResult]] = {name: [] for name in CONFIGS}
-        batch: dict[str, list[float]] = {name: [] for name in CONFIGS}
+        single: dict[str, list[LoadResult]] = {name: [] for name in configs}
+        batch: dict[str, list[float]] = {name: [] for name in configs}
         for r in range(args.rounds):
             for name, url in urls.items():
                 result, batched = single_and_batched(url, npy, requests=args.requests)
@@ -62,7 +70,7 @@ def main() -> None:
     rows = [
         (name, statistics.median(x.rps for x in single[name]), statistics.median(x.p99_ms for x in single[name]),
          statistics.median(batch[name]))
-        for name in CONFIGS
+        for name in configs
     ]  # fmt: skip
     base = rows[0]
     body = "\n".join([
@@ -76,7 +84,16 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|",
         *(f"| {n} | {r:,.0f} | {r / base[1]:.2f}x | {p:.1f} | {b:,.0f} | {b / base[3]:.2f}x |" for n, r, p, b in rows),
     ])  # fmt: skip
-    write_section("levers", "python -m bench.levers", body)
+    if args.only is None:
+        write_section("levers", "python -m bench.levers", body)
+    else:  # a closer look at a few levers, beside the full table
+        command = "python -m bench.levers --only " + " ".join(f"'{text}'" for text in args.only)
+        if args.rounds != 3:
+            command += f" --rounds {args.rounds}"
+        name = "levers-" + "-".join(re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") for text in args.only)
+        write_section(
+            name, command, body.replace("## Serving levers, one at a time", "## Serving levers: a closer look")
+        )
 
 
 if __name__ == "__main__":
