@@ -32,7 +32,6 @@ CONFIGS: dict[str, tuple[dict[str, str], list[str]]] = {
     "glibc's moving malloc thresholds": ({"MNIST_AE_KEEP_FREED_BLOCKS": "false"}, []),
     "asyncio loop + h11 parser (no uvloop/httptools)": ({}, ["--loop", "asyncio", "--http", "h11"]),
     "1 torch thread instead of 2": ({"MNIST_AE_TORCH_THREADS": "1"}, []),
-    "bfloat16 forward pass (opt-in, not a default)": ({"MNIST_AE_PRECISION": "bfloat16"}, []),
 }
 
 

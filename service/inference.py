@@ -10,7 +10,6 @@ for up to ``sys.getswitchinterval()`` each time (bench/gil.py measures it; see B
 
 from __future__ import annotations
 
-import copy
 import enum
 import logging
 import time
@@ -27,8 +26,6 @@ from service.model import AutoEncoder
 log = logging.getLogger(__name__)
 
 GraphMode = Literal["trace", "eager"]
-Precision = Literal["float32", "bfloat16"]
-DTYPES: dict[Precision, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 class Op(str, enum.Enum):
@@ -37,48 +34,41 @@ class Op(str, enum.Enum):
     RECONSTRUCT = "reconstruct"  # images -> (images (N,1,28,28) in [0,1], MSE per image (N,))
 
 
-# Each graph takes and returns float32: with the bfloat16 precision the weights are bfloat16 and
-# the input is cast on the way in, the outputs back to float32 on the way out, and the MSE is
-# taken in float32 against the request's own pixels.
-
-
 class _Encode(nn.Module):
-    def __init__(self, encoder: nn.Module, channels_last: bool, dtype: torch.dtype) -> None:
+    def __init__(self, encoder: nn.Module, channels_last: bool) -> None:
         super().__init__()
-        self.encoder, self.channels_last, self.dtype = encoder, channels_last, dtype
+        self.encoder, self.channels_last = encoder, channels_last
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (N,28,28) -> (N,16,7,7)
-        latents: torch.Tensor = self.encoder(_prepare(images.unsqueeze(1), self.channels_last, self.dtype))
-        return latents.float().contiguous()
+        latents: torch.Tensor = self.encoder(_layout(images.unsqueeze(1), self.channels_last))
+        return latents.contiguous()
 
 
 class _Decode(nn.Module):
-    def __init__(self, decoder: nn.Module, channels_last: bool, dtype: torch.dtype) -> None:
+    def __init__(self, decoder: nn.Module, channels_last: bool) -> None:
         super().__init__()
-        self.decoder, self.channels_last, self.dtype = decoder, channels_last, dtype
+        self.decoder, self.channels_last = decoder, channels_last
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:  # (N,16,7,7) -> (N,1,28,28)
         # clamped to [0,1] for users, as AutoEncoder.decode_images does
-        images: torch.Tensor = self.decoder(_prepare(latents, self.channels_last, self.dtype))
-        return images.float().clamp(0.0, 1.0).contiguous()
+        images: torch.Tensor = self.decoder(_layout(latents, self.channels_last))
+        return images.clamp(0.0, 1.0).contiguous()
 
 
 class _Reconstruct(nn.Module):
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, channels_last: bool, dtype: torch.dtype) -> None:
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, channels_last: bool) -> None:
         super().__init__()
-        self.encoder, self.decoder, self.channels_last, self.dtype = encoder, decoder, channels_last, dtype
+        self.encoder, self.decoder, self.channels_last = encoder, decoder, channels_last
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = images.unsqueeze(1)  # (N,1,28,28)
         # clamped to [0,1] for users, as AutoEncoder.reconstruct does
-        y = self.decoder(self.encoder(_prepare(x, self.channels_last, self.dtype)))
-        recon = y.float().clamp(0.0, 1.0).contiguous()
+        recon = self.decoder(self.encoder(_layout(x, self.channels_last))).clamp(0.0, 1.0).contiguous()
         mse = (recon - x).pow(2).flatten(1).mean(dim=1)  # (N,)
         return recon, mse
 
 
-def _prepare(x: torch.Tensor, channels_last: bool, dtype: torch.dtype) -> torch.Tensor:
-    x = x.to(dtype)  # no-op for float32
+def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -92,26 +82,20 @@ class Predictor:
         *,
         graph_mode: GraphMode = "trace",
         fold_upsampling: bool = True,
-        precision: Precision = "float32",
     ) -> None:
         self.device = device
         self.config = model.config
-        self.precision = precision
-        dtype = DTYPES[precision]
         # channels_last: measured ~2x faster for these small convolutions on CPU
         channels_last = device.type == "cpu"
         model = model.to(device).eval()
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if dtype != torch.float32:
-            model = copy.deepcopy(model)  # cast below in place: the caller's model stays float32
-        # the same function as model.de, faster (service/folding.py); folded in float32, then cast
+        # the same function as model.de, faster (service/folding.py)
         decoder: nn.Module = FoldedDecoder(model) if fold_upsampling else model.de
-        encoder, decoder = model.en.to(dtype), decoder.to(dtype)
         self._graphs: dict[Op, nn.Module] = {
-            Op.ENCODE: _Encode(encoder, channels_last, dtype),
-            Op.DECODE: _Decode(decoder, channels_last, dtype),
-            Op.RECONSTRUCT: _Reconstruct(encoder, decoder, channels_last, dtype),
+            Op.ENCODE: _Encode(model.en, channels_last),
+            Op.DECODE: _Decode(decoder, channels_last),
+            Op.RECONSTRUCT: _Reconstruct(model.en, decoder, channels_last),
         }
         if graph_mode == "trace":
             self._graphs = {op: self._trace(op, graph) for op, graph in self._graphs.items()}

@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 
 from service.batcher import MicroBatcher
 from service.checkpoint import CheckpointError, load_checkpoint
-from service.device import cpu_has_bfloat16, resolve_device
+from service.device import resolve_device
 from service.errors import install_error_handlers
 from service.hot_path import InferenceHotPath
 from service.inference import Predictor
@@ -53,12 +53,9 @@ def load_model(state: ServiceState) -> Predictor:
         "loaded %s (sha256 %s) on %s", state.checkpoint.path, state.checkpoint.sha256[:12], state.device,
         extra={"recorded_metrics": state.checkpoint.metrics},
     )  # fmt: skip
-    if settings.precision == "bfloat16" and state.device.type == "cpu" and not cpu_has_bfloat16():
-        log.warning("MNIST_AE_PRECISION=bfloat16 on a CPU without bfloat16 instructions: emulated, slower than float32")
     return Predictor(
-        state.checkpoint.model, state.device, graph_mode=settings.graph_mode,
-        fold_upsampling=settings.fold_upsampling, precision=settings.precision,
-    )  # fmt: skip
+        state.checkpoint.model, state.device, graph_mode=settings.graph_mode, fold_upsampling=settings.fold_upsampling
+    )
 
 
 @asynccontextmanager

@@ -142,7 +142,6 @@ class ModelInfo(BaseModel):
     training: dict[str, Any]
     created_at: str | None
     device: str
-    precision: str = Field(description="dtype of the forward pass (the precision setting)", examples=["float32"])
     input_shape: list[int] = Field(examples=[[1, 28, 28]])
     latent_shape: list[int] = Field(examples=[[16, 7, 7]])
     versions: dict[str, str]

@@ -39,11 +39,6 @@ class Settings(BaseSettings):
     fold_upsampling: bool = Field(
         True, description="run the decoder with each 2x upsampling folded into the conv after it: same function, faster"
     )
-    precision: Literal["float32", "bfloat16"] = Field(
-        "float32",
-        description="dtype of the forward pass; bfloat16: faster on a GPU or a CPU with bf16 instructions, "
-        "outputs within ~0.05 of float32's",
-    )
     gc_freeze: bool = Field(True, description="after warm-up, exempt start-up objects from garbage collection")
     keep_freed_blocks: bool = Field(
         True, description="glibc: keep the blocks a batch frees for the next one instead of mapping fresh pages"

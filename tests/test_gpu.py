@@ -68,17 +68,6 @@ def test_served_graphs_on_the_device_give_the_cpus_answers(device: torch.device,
     assert recon.min() >= 0.0 and recon.max() <= 1.0
 
 
-def test_bfloat16_on_the_device_stays_within_its_rounding(device: torch.device) -> None:
-    fast = Predictor(load_checkpoint(SHIPPED_WEIGHTS).model, device, precision="bfloat16")
-    exact = Predictor(load_checkpoint(SHIPPED_WEIGHTS).model, torch.device("cpu"))
-    images = batch_of_digits(256)
-    recon, mse = fast.run(Op.RECONSTRUCT, images)
-    expected_recon, expected_mse = exact.run(Op.RECONSTRUCT, images)
-    assert recon.dtype == mse.dtype == np.float32
-    np.testing.assert_allclose(recon, expected_recon, atol=0.06)  # as on the CPU (tests/test_inference.py)
-    np.testing.assert_allclose(mse, expected_mse, atol=2e-4)
-
-
 def test_the_folded_decoder_is_the_same_function_on_the_device(device: torch.device) -> None:
     model = load_checkpoint(SHIPPED_WEIGHTS).model.to(device).eval()
     latents = torch.rand(64, 16, 7, 7, device=device) * 3
