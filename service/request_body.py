@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from service.codecs.arrays import check_count, images_from_array, latents_from_array
-from service.codecs.images import decode_image
+from service.codecs.images import decode_image, decode_images
 from service.codecs.multipart import parse_form_data
 from service.codecs.npy import NPY_MEDIA_TYPE, read_npy
 from service.errors import APIError, InvalidInput, MalformedBody, PayloadTooLarge, UnsupportedMediaType
@@ -47,7 +47,7 @@ async def read_images(request: Request, settings: Settings, *, size: int, resize
         decode_image, size=size, max_pixels=settings.max_image_pixels, resize=resize, fast_png=settings.fast_png
     )
     if kind == "multipart/form-data":
-        return await _multipart_images(request, settings, decode)
+        return await _multipart_images(request, settings, decode, size=size, resize=resize)
     if kind.startswith("image/"):
         return decode(await _body(request), what="body")[None]
     if kind == "application/json":
@@ -90,7 +90,9 @@ async def _body(request: Request) -> bytes:
     return body
 
 
-async def _multipart_images(request: Request, settings: Settings, decode: ImageDecoder) -> np.ndarray:
+async def _multipart_images(
+    request: Request, settings: Settings, decode: ImageDecoder, *, size: int, resize: bool
+) -> np.ndarray:
     limit = settings.max_images_per_request
     # the body is in memory anyway (MAX_BODY_BYTES): plain forms are cut at their boundaries
     # directly, anything else goes to Starlette's streaming parser, which reads the same bytes
@@ -105,10 +107,10 @@ async def _multipart_images(request: Request, settings: Settings, decode: ImageD
         return await _starlette_multipart_images(request, limit, decode)  # its own words for it
     if not files:
         raise _no_files([part.name for part in parts])
-    return np.stack([
-        decode(part.data, what=f"file {index} ({part.filename or part.disposition})")
-        for index, part in enumerate(files)
-    ])  # fmt: skip
+    return decode_images(
+        ((part.data, f"file {index} ({part.filename or part.disposition})") for index, part in enumerate(files)),
+        size=size, max_pixels=settings.max_image_pixels, resize=resize, fast_png=settings.fast_png,
+    )  # fmt: skip
 
 
 async def _starlette_multipart_images(request: Request, limit: int, decode: ImageDecoder) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from service.codecs import images
-from service.codecs.images import decode_image, decode_with_pillow, latent_picture, png_bytes, tile
+from service.codecs.images import decode_image, decode_images, decode_with_pillow, latent_picture, png_bytes, tile
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from tests.conftest import png_declaring
 
@@ -43,8 +43,8 @@ def test_the_libspng_path_gives_pillows_floats_bit_for_bit(options: dict[str, ob
         data = encode(Image.fromarray(pixels), **options)
         fast = images._plain_gray_png(data, 28)
         assert fast is not None, "a plain 8-bit grayscale PNG takes the libspng path"
-        assert fast.dtype == np.float32
-        np.testing.assert_array_equal(fast, decode_with_pillow(data, **LIMITS))
+        np.testing.assert_array_equal(fast, pixels)
+        np.testing.assert_array_equal(decode_image(data, **LIMITS), decode_with_pillow(data, **LIMITS))
 
 
 @needs_pyspng
@@ -74,6 +74,36 @@ def test_fast_png_off_leaves_everything_to_pillow(monkeypatch: pytest.MonkeyPatc
     pixels = digit()
     out = decode_image(encode(Image.fromarray(pixels)), **LIMITS, fast_png=False)
     np.testing.assert_array_equal(out, pixels / np.float32(255))
+
+
+@pytest.mark.parametrize("fast_png", [True, False])
+def test_a_batch_decodes_as_its_images_one_by_one(fast_png: bool) -> None:
+    """decode_images, which multipart forms use: plain PNGs scaled together, the rest by Pillow,
+    every row exactly what decode_image gives for it, in order."""
+    gray = Image.fromarray(digit(1))
+    mixed = [
+        encode(gray),
+        encode(gray.convert("RGB")),  # Pillow
+        encode(Image.fromarray(digit(2)), compress_level=0),
+        encode(gray, transparency=0),  # Pillow: composited
+        encode(Image.fromarray(digit(3)), "JPEG", quality=90),  # Pillow
+        encode(Image.fromarray(digit(4))),
+    ]
+    limits = {k: v for k, v in LIMITS.items() if k != "what"}
+    batch = decode_images(((data, f"file {i}") for i, data in enumerate(mixed)), **limits, fast_png=fast_png)  # type: ignore[arg-type]
+    assert batch.dtype == np.float32 and batch.shape == (6, 28, 28)
+    for row, data in zip(batch, mixed, strict=True):
+        np.testing.assert_array_equal(row, decode_image(data, **LIMITS, fast_png=fast_png))
+
+
+def test_a_batch_stops_at_its_first_bad_image_and_names_it() -> None:
+    good = encode(Image.fromarray(digit()))
+    limits = {k: v for k, v in LIMITS.items() if k != "what"}
+    with pytest.raises(InvalidInput, match=r"^file 1: empty image"):
+        decode_images([(good, "file 0"), (b"", "file 1"), (b"junk", "file 2")], **limits)  # type: ignore[arg-type]
+    with pytest.raises(UnsupportedMediaType, match="file 2"):
+        decode_images([(good, "file 0"), (good, "file 1"), (b"junk", "file 2")], **limits)  # type: ignore[arg-type]
+    assert decode_images([], **limits).shape == (0, 28, 28)  # type: ignore[arg-type]
 
 
 def test_rgb_becomes_luminance() -> None:
