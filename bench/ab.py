@@ -94,6 +94,8 @@ def main() -> None:
     ])  # fmt: skip
     command = f"python -m bench.ab --base <checkout of {commits['base']}> --name {args.name}"
     command += " --multipart" if args.multipart else " --npy-single" if args.npy_single else ""
+    command += f" --rounds {args.rounds}" if args.rounds != 3 else ""
+    command += f" --requests {args.requests}" if args.requests != 10_000 else ""
     write_section(f"ab-{args.name}", command, body)
 
 
