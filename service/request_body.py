@@ -156,6 +156,12 @@ def _json_images(body: bytes, settings: Settings, decode: ImageDecoder, *, size:
             pass  # ragged: the per-item path below says which item
         else:
             return images_from_array(whole, size=size, resize=resize, max_images=settings.max_images_per_request)
+    texts = [item for item in items if isinstance(item, str)]
+    if len(texts) == len(items):  # all base64-encoded files: decoded as one batch
+        encoded = [(_b64decode(text, f"images[{i}]"), f"images[{i}]") for i, text in enumerate(texts)]
+        return decode_images(
+            encoded, size=size, max_pixels=settings.max_image_pixels, resize=resize, fast_png=settings.fast_png
+        )
     images = []
     for index, item in enumerate(items):
         what = f"images[{index}]"
