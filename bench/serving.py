@@ -166,7 +166,7 @@ def main() -> None:
         "|---|---:|---:|---:|",
         *rows,
         "",
-        f"- this service reaches **{ours_rps / median_of(noop, 'rps'):.0%} of (a)**, its own no-op endpoint "
+        f"- this service reaches **{ours_rps / median_of(noop, 'rps'):.1%} of (a)**, its own no-op endpoint "
         "(the cost of HTTP alone on this server)",
         f"- and **{ours_rps / median_of(peer, 'rps'):.1f}x (b)**, the peer-style service "
         "(Pillow decode and ToTensor, one forward pass per request in the event loop, JSON lists) as "
