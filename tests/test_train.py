@@ -89,3 +89,11 @@ def test_divergence_stops_without_saving(tmp_path: Path, mnist_dir: Path, caplog
     assert code == 1
     assert "collapsed" in caplog.text
     assert not (tmp_path / "autoencoder.safetensors").exists()
+
+
+def test_bf16_on_a_cpu_without_it_is_warned_about(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(train, "runs_bfloat16_natively", lambda device: False)
+    assert _run(tmp_path, mnist_dir, "--epochs", "1", "--limit", "2000", "--precision", "bf16") == 0
+    assert "no bfloat16 arithmetic: emulated, slower than fp32" in caplog.text

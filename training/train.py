@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from service.checkpoint import DEFAULT_WEIGHTS_NAME, CheckpointError, git_commit, save_checkpoint
-from service.device import resolve_device
+from service.device import resolve_device, runs_bfloat16_natively
 from service.model import AutoEncoder
 from training.data import DEFAULT_DATA_DIR, HUB_REQUIREMENT, MNIST_MD5, DataError, load_mnist_splits
 from training.evaluate import evaluate
@@ -173,6 +173,8 @@ def run(
         recipe = Recipe(**{**saved, "epochs": recipe.epochs if epochs_given else saved["epochs"]})
         log.info("resuming from %s after epoch %d of %d", resume, start_epoch, recipe.epochs)
 
+    if recipe.precision == "bf16" and not runs_bfloat16_natively(device):
+        log.warning("--precision bf16 on %s, which has no bfloat16 arithmetic: emulated, slower than fp32", device)
     train, test = load_mnist_splits(data_dir)
     train_images = train.images[: recipe.limit] if recipe.limit else train.images
     if device.type == "cuda":
