@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import numpy as np
@@ -34,6 +34,7 @@ _MAX_FORM_FIELDS = 100  # text fields beside the files: a form with more is refu
 _UNION_TAGS = {"base64", "pixels", "batch", "single"}  # tags of service.schemas' unions: not part of a path
 
 ImageDecoder = Callable[..., np.ndarray]  # decode_image with the limits bound: (data, *, what)
+BatchDecoder = Callable[[Iterable[tuple[bytes, str]]], np.ndarray]  # decode_images, the same limits bound
 
 
 def media_type(request: Request) -> str:
@@ -43,15 +44,17 @@ def media_type(request: Request) -> str:
 async def read_images(request: Request, settings: Settings, *, size: int, resize: bool) -> np.ndarray:
     """The request's images as (N,size,size) float32 in [0,1]."""
     kind = media_type(request)
-    decode: ImageDecoder = partial(
-        decode_image, size=size, max_pixels=settings.max_image_pixels, resize=resize, fast_png=settings.fast_png
+    max_pixels, fast_png = settings.max_image_pixels, settings.fast_png
+    decode: ImageDecoder = partial(decode_image, size=size, max_pixels=max_pixels, resize=resize, fast_png=fast_png)
+    decode_batch: BatchDecoder = partial(
+        decode_images, size=size, max_pixels=max_pixels, resize=resize, fast_png=fast_png
     )
     if kind == "multipart/form-data":
-        return await _multipart_images(request, settings, decode, size=size, resize=resize)
+        return await _multipart_images(request, settings, decode, decode_batch)
     if kind.startswith("image/"):
         return decode(await _body(request), what="body")[None]
     if kind == "application/json":
-        return _json_images(await _body(request), settings, decode, size=size, resize=resize)
+        return _json_images(await _body(request), settings, decode, decode_batch, size=size, resize=resize)
     if kind in _NPY_TYPES:
         body = await _body(request)
         if kind == "application/octet-stream" and not body.startswith(_NPY_MAGIC):
@@ -91,7 +94,7 @@ async def _body(request: Request) -> bytes:
 
 
 async def _multipart_images(
-    request: Request, settings: Settings, decode: ImageDecoder, *, size: int, resize: bool
+    request: Request, settings: Settings, decode: ImageDecoder, decode_batch: BatchDecoder
 ) -> np.ndarray:
     limit = settings.max_images_per_request
     # the body is in memory anyway (MAX_BODY_BYTES): plain forms are cut at their boundaries
@@ -107,10 +110,9 @@ async def _multipart_images(
         return await _starlette_multipart_images(request, limit, decode)  # its own words for it
     if not files:
         raise _no_files([part.name for part in parts])
-    return decode_images(
-        ((part.data, f"file {index} ({part.filename or part.disposition})") for index, part in enumerate(files)),
-        size=size, max_pixels=settings.max_image_pixels, resize=resize, fast_png=settings.fast_png,
-    )  # fmt: skip
+    return decode_batch(
+        (part.data, f"file {index} ({part.filename or part.disposition})") for index, part in enumerate(files)
+    )
 
 
 async def _starlette_multipart_images(request: Request, limit: int, decode: ImageDecoder) -> np.ndarray:
@@ -142,7 +144,9 @@ def _no_files(fields: list[str]) -> InvalidInput:
     return InvalidInput(f"no image files in the multipart form{hint}")
 
 
-def _json_images(body: bytes, settings: Settings, decode: ImageDecoder, *, size: int, resize: bool) -> np.ndarray:
+def _json_images(
+    body: bytes, settings: Settings, decode: ImageDecoder, decode_batch: BatchDecoder, *, size: int, resize: bool
+) -> np.ndarray:
     try:
         items = ImagesRequest.model_validate_json(body).images
     except ValidationError as exc:
@@ -158,10 +162,7 @@ def _json_images(body: bytes, settings: Settings, decode: ImageDecoder, *, size:
             return images_from_array(whole, size=size, resize=resize, max_images=settings.max_images_per_request)
     texts = [item for item in items if isinstance(item, str)]
     if len(texts) == len(items):  # all base64-encoded files: decoded as one batch
-        encoded = [(_b64decode(text, f"images[{i}]"), f"images[{i}]") for i, text in enumerate(texts)]
-        return decode_images(
-            encoded, size=size, max_pixels=settings.max_image_pixels, resize=resize, fast_png=settings.fast_png
-        )
+        return decode_batch([(_b64decode(text, f"images[{i}]"), f"images[{i}]") for i, text in enumerate(texts)])
     images = []
     for index, item in enumerate(items):
         what = f"images[{index}]"
