@@ -10,8 +10,8 @@ What differs from the seed notebook, and why:
   seed's DataLoader with a per-item ToTensor is what made it slow;
 - channels_last activations, about 2x faster for these small convolutions on CPU;
 - Adam without torch.compile's decorators, whose import is a second of start-up (optim.py);
-- optionally (--precision bf16) the forward and backward under bfloat16 autocast, 1.2x per
-  epoch on a CPU with AVX512-BF16 at the same test MSE; the weights stay float32;
+- optionally (--precision bf16) the forward and backward under bfloat16 autocast, up to 1.2x
+  faster on a CPU with AVX512-BF16 at the same test MSE (bench.train_speed); weights stay float32;
 - losses are true means over samples (the seed divided the summed batch losses by the
   epoch number), and the real test set is scored after every epoch;
 - a warm-up plus cosine learning-rate schedule at a lower peak (0.002); the seed's constant
