@@ -8,7 +8,7 @@ ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint typecheck train evaluate data device-kit clean
+.PHONY: setup serve test lint typecheck train evaluate data bench-deps bench device-kit clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,16 @@ train: setup
 
 evaluate: setup
 	$(PY) -m training.evaluate weights/autoencoder.safetensors
+
+# wrk, the load generator of the serving benchmarks (Debian/Ubuntu, as root)
+bench-deps: setup
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+# the issue's figures on this machine, written into BENCHMARKS.md and bench/plots/ (~20 minutes on 2 cores)
+bench: bench-deps data
+	$(PY) -m bench.serving
+	$(PY) -m bench.memory --rounds 8 --trials 3
+	$(PY) -m bench.train_speed --device cpu --seeds 0 1 2 3 4 --tries 3
 
 # what bench/device/run.sh needs on a lent GPU machine, which reaches no package index (see that script)
 device-kit: setup
