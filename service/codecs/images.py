@@ -81,7 +81,8 @@ def decode_images(
 
 
 def _unit_float(pixels: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 in [0,1]: the same operations as Pillow's path, so the same floats, bit for bit."""
+    """uint8 -> float32 in [0,1]; libspng's and Pillow's 8-bit grayscale both go through it, so
+    the two decoders give the same floats, bit for bit."""
     gray = pixels.astype(np.float32)
     gray /= np.float32(255)
     return gray
@@ -144,10 +145,8 @@ def decode_with_pillow(data: bytes, *, size: int, max_pixels: int, resize: bool,
 def _to_gray(image: Image.Image) -> np.ndarray:
     """Any Pillow mode -> (H,W) float32 in [0,1]."""
     mode = image.mode
-    if mode == "L":  # MNIST's own mode: no conversion, no copy
-        gray = np.asarray(image, dtype=np.float32)
-        gray /= np.float32(255)
-        return gray
+    if mode == "L":  # MNIST's own mode: no conversion; scaled as libspng's pixels are
+        return _unit_float(np.asarray(image))
     if mode in _WIDE_INT_MODES:
         values = np.asarray(image, dtype=np.float64)
         if values.min() < 0 or values.max() > _WIDE_INT_MODES[mode]:
