@@ -94,7 +94,14 @@ class UpsampledConv(nn.Module):
         self.register_buffer("bias", folded_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle(F.conv2d(x, self.weight, self.bias, padding=self.padding), SCALE)
+        phases = F.conv2d(x, self.weight, self.bias, padding=self.padding)  # (N,4*O,h,w)
+        if phases.shape[1] == SCALE * SCALE and phases.is_contiguous(memory_format=torch.channels_last):
+            # one output channel, channels-last: memory (N,h,w,a,b) -> (N,h,a,w,b) is the image;
+            # one copy, twice as fast as pixel_shuffle's channels-last kernel for this shape
+            n, _, h, w = phases.shape
+            grid = phases.permute(0, 2, 3, 1).reshape(n, h, w, SCALE, SCALE).permute(0, 1, 3, 2, 4)
+            return grid.reshape(n, 1, SCALE * h, SCALE * w)
+        return F.pixel_shuffle(phases, SCALE)
 
 
 class FoldedDecoder(nn.Module):
