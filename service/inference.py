@@ -101,7 +101,7 @@ class Predictor:
         # faster on CPU for batches but cost a few more dispatches (service/fast_layers.py)
         self._batch_graphs: dict[Op, nn.Module] | None = None
         if channels_last:
-            layers = decoder.layers if isinstance(decoder, FoldedDecoder) else decoder
+            layers: nn.Sequential = decoder.layers if isinstance(decoder, FoldedDecoder) else model.de
             encoder, decoder = nn.Sequential(*cpu_layers(model.en)), nn.Sequential(*cpu_layers(layers))
             self._batch_graphs = self._build(encoder, decoder, channels_last, graph_mode)
 
