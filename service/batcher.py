@@ -38,7 +38,7 @@ Result = tuple[np.ndarray, ...]
 @dataclass(eq=False)
 class _Job:
     op: Op
-    inputs: np.ndarray  # (n, ...) float32
+    inputs: np.ndarray  # (n, ...) float32, or uint8 image intensities
     future: asyncio.Future[Result]
     enqueued_at: float = field(default_factory=time.perf_counter)
 
@@ -176,11 +176,13 @@ class MicroBatcher:
         now = time.perf_counter()
         for job in jobs:
             self.metrics.queue_wait.observe(now - job.enqueued_at)
-        by_op: dict[Op, list[_Job]] = {}
+        # one pass per operation and input dtype: single PNGs come as uint8, which the predictor
+        # scales itself, and everything else as float32; concatenating the two would not scale them
+        by_kind: dict[tuple[Op, np.dtype[np.generic]], list[_Job]] = {}
         for job in jobs:
-            by_op.setdefault(job.op, []).append(job)
+            by_kind.setdefault((job.op, job.inputs.dtype), []).append(job)
         loop = asyncio.get_running_loop()
-        for op, group in by_op.items():
+        for (op, _), group in by_kind.items():
             inputs = group[0].inputs if len(group) == 1 else np.concatenate([j.inputs for j in group])
             started = time.perf_counter()
             try:

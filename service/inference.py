@@ -130,8 +130,12 @@ class Predictor:
 
     @torch.inference_mode()
     def run(self, op: Op, batch: np.ndarray) -> tuple[np.ndarray, ...]:
-        """``batch`` is (N,H,W) images or (N,C,h,w) latents, float32. Returns arrays with N rows each."""
+        """``batch`` is (N,H,W) images, float32 in [0,1] or uint8 intensities, or (N,C,h,w) latents,
+        float32. Returns float32 arrays with N rows each."""
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        if x.dtype == torch.uint8:
+            # the same floats as service.codecs.images.unit_float, bit for bit, for the whole batch at once
+            x = x.to(torch.float32).div_(255)
         graphs = self._graphs
         if self._batch_graphs is not None and len(batch) >= SMALLEST_CPU_LAYERS_BATCH:
             graphs = self._batch_graphs

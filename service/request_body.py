@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from service.codecs.arrays import check_count, images_from_array, latents_from_array
-from service.codecs.images import decode_image, decode_images
+from service.codecs.images import decode_image, decode_images, decode_pixels
 from service.codecs.multipart import parse_form_data
 from service.codecs.npy import NPY_MEDIA_TYPE, read_npy
 from service.errors import APIError, InvalidInput, MalformedBody, PayloadTooLarge, UnsupportedMediaType
@@ -42,9 +42,11 @@ def media_type(request: Request) -> str:
 
 
 async def read_images(request: Request, settings: Settings, *, size: int, resize: bool) -> np.ndarray:
-    """The request's images as (N,size,size) float32 in [0,1]."""
+    """The request's images as (N,size,size) float32 in [0,1], or uint8 intensities (0-255) for
+    one plain 8-bit grayscale image body (``decode_pixels``: the predictor scales those itself)."""
     kind = media_type(request)
     max_pixels, fast_png = settings.max_image_pixels, settings.fast_png
+    pixels: ImageDecoder = partial(decode_pixels, size=size, max_pixels=max_pixels, resize=resize, fast_png=fast_png)
     decode: ImageDecoder = partial(decode_image, size=size, max_pixels=max_pixels, resize=resize, fast_png=fast_png)
     decode_batch: BatchDecoder = partial(
         decode_images, size=size, max_pixels=max_pixels, resize=resize, fast_png=fast_png
@@ -52,13 +54,13 @@ async def read_images(request: Request, settings: Settings, *, size: int, resize
     if kind == "multipart/form-data":
         return await _multipart_images(request, settings, decode, decode_batch)
     if kind.startswith("image/"):
-        return decode(await _body(request), what="body")[None]
+        return pixels(await _body(request), what="body")[None]
     if kind == "application/json":
         return _json_images(await _body(request), settings, decode, decode_batch, size=size, resize=resize)
     if kind in _NPY_TYPES:
         body = await _body(request)
         if kind == "application/octet-stream" and not body.startswith(_NPY_MAGIC):
-            return decode(body, what="body")[None]  # sniffed: an image sent as octet-stream
+            return pixels(body, what="body")[None]  # sniffed: an image sent as octet-stream
         array = read_npy(body, max_elements=settings.max_images_per_request * settings.max_image_pixels)
         return images_from_array(array, size=size, resize=resize, max_images=settings.max_images_per_request)
     raise _unsupported(kind, IMAGE_CONTENT_TYPES)

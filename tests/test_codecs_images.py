@@ -7,7 +7,16 @@ import pytest
 from PIL import Image
 
 from service.codecs import images
-from service.codecs.images import decode_image, decode_images, decode_with_pillow, latent_picture, png_bytes, tile
+from service.codecs.images import (
+    decode_image,
+    decode_images,
+    decode_pixels,
+    decode_with_pillow,
+    latent_picture,
+    png_bytes,
+    tile,
+    unit_float,
+)
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from tests.conftest import png_declaring
 
@@ -29,6 +38,28 @@ def test_grayscale_png_decodes_exactly() -> None:
     out = decode_image(encode(Image.fromarray(pixels)), **LIMITS)
     assert out.dtype == np.float32 and out.shape == (28, 28)
     np.testing.assert_array_equal(out, pixels / np.float32(255))
+
+
+@pytest.mark.parametrize("fast_png", [True, False], ids=["libspng", "pillow"])
+def test_decode_pixels_keeps_8_bit_intensities_where_libspng_decodes(fast_png: bool) -> None:
+    pixels = digit()
+    data = encode(Image.fromarray(pixels))
+    out = decode_pixels(data, **LIMITS, fast_png=fast_png)
+    if fast_png and images.pyspng is not None:
+        assert out.dtype == np.uint8
+        np.testing.assert_array_equal(out, pixels)
+    else:
+        assert out.dtype == np.float32
+    np.testing.assert_array_equal(unit_float(out), decode_image(data, **LIMITS))
+    rgb = decode_pixels(encode(Image.fromarray(pixels).convert("RGB")), **LIMITS, fast_png=fast_png)
+    assert rgb.dtype == np.float32, "what Pillow decodes comes as floats in [0,1]"
+
+
+def test_unit_float_scales_uint8_and_passes_floats_through() -> None:
+    every_value = np.arange(256, dtype=np.uint8)
+    np.testing.assert_array_equal(unit_float(every_value), every_value.astype(np.float32) / np.float32(255))
+    floats = np.linspace(0, 1, 5, dtype=np.float32)
+    assert unit_float(floats) is floats
 
 
 needs_pyspng = pytest.mark.skipif(images.pyspng is None, reason="pyspng is not installed here")

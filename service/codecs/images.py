@@ -36,10 +36,13 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def decode_image(
+def decode_pixels(
     data: bytes, *, size: int, max_pixels: int, resize: bool, what: str, fast_png: bool = True
 ) -> np.ndarray:
-    """Decode one encoded image to a (size,size) float32 array in [0,1], a white digit on black.
+    """Decode one encoded image to its (size,size) intensities, a white digit on black: uint8
+    (0-255, exact) when libspng takes it (a plain 8-bit grayscale PNG, the common case), float32
+    in [0,1] otherwise. :func:`unit_float` makes floats of either; ``service.inference``'s
+    predictor takes either, so a single PNG is scaled with the rest of its batch, off the event loop.
 
     Colour becomes luminance (ITU-R 601-2, as Pillow's "L"); transparent pixels count as black;
     16-bit images keep their full range. Anything not ``size`` x ``size`` is refused unless
@@ -50,8 +53,16 @@ def decode_image(
         raise InvalidInput(f"{what}: empty image")
     pixels = _plain_gray_png(data, size) if fast_png else None
     if pixels is not None:
-        return _unit_float(pixels)
+        return pixels
     return decode_with_pillow(data, size=size, max_pixels=max_pixels, resize=resize, what=what)
+
+
+def decode_image(
+    data: bytes, *, size: int, max_pixels: int, resize: bool, what: str, fast_png: bool = True
+) -> np.ndarray:
+    """:func:`decode_pixels` as a (size,size) float32 array in [0,1]."""
+    pixels = decode_pixels(data, size=size, max_pixels=max_pixels, resize=resize, what=what, fast_png=fast_png)
+    return unit_float(pixels)
 
 
 def decode_images(
@@ -74,15 +85,18 @@ def decode_images(
             pixels[row] = plain
         else:
             others[row] = decode_with_pillow(data, size=size, max_pixels=max_pixels, resize=resize, what=what)
-    batch = _unit_float(pixels)
+    batch = unit_float(pixels)
     for row, image in others.items():
         batch[row] = image
     return batch
 
 
-def _unit_float(pixels: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 in [0,1]; libspng's and Pillow's 8-bit grayscale both go through it, so
-    the two decoders give the same floats, bit for bit."""
+def unit_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 intensities -> a new float32 array in [0,1] (float32 is returned as it is). libspng's
+    and Pillow's 8-bit grayscale both go through it, so the two decoders give the same floats,
+    bit for bit; so does the predictor's scaling of uint8 batches (tests/test_inference.py)."""
+    if pixels.dtype != np.uint8:
+        return pixels
     gray = pixels.astype(np.float32)
     gray /= np.float32(255)
     return gray
@@ -146,7 +160,7 @@ def _to_gray(image: Image.Image) -> np.ndarray:
     """Any Pillow mode -> (H,W) float32 in [0,1]."""
     mode = image.mode
     if mode == "L":  # MNIST's own mode: no conversion; scaled as libspng's pixels are
-        return _unit_float(np.asarray(image))
+        return unit_float(np.asarray(image))
     if mode in _WIDE_INT_MODES:
         values = np.asarray(image, dtype=np.float64)
         if values.min() < 0 or values.max() > _WIDE_INT_MODES[mode]:
