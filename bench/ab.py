@@ -16,9 +16,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.harness import REPO, start_server, stop_server
+from bench.harness import REPO, CpuMeter, start_server, stop_server
 from bench.report import write_section
-from bench.workload import PNG, batch_bodies, single_and_batched
+from bench.workload import PNG, batch_bodies
+from bench.wrk import run_wrk, run_wrk_for_requests
 
 
 def commit_of(checkout: Path) -> str:
@@ -45,6 +46,7 @@ def main() -> None:
     commits = {label: commit_of(path) for label, path in checkouts.items()}
     single: dict[str, list[float]] = {label: [] for label in checkouts}
     p99: dict[str, list[float]] = {label: [] for label in checkouts}
+    cpu_us: dict[str, list[float]] = {label: [] for label in checkouts}  # server CPU per single request
     batched: dict[str, list[float]] = {label: [] for label in checkouts}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -62,22 +64,30 @@ def main() -> None:
             for r in range(args.rounds):
                 for label, server in servers.items():
                     url = f"{server.url}/reconstruct"
-                    one, big = single_and_batched(url, batch_body, requests=args.requests, single_body=single_body,
-                                                  batch_content_type=batch_type)  # fmt: skip
+                    cpu_meter = CpuMeter(server.process.pid)
+                    one = run_wrk_for_requests(url, single_body[0], requests=args.requests,
+                                               content_type=single_body[1], connections=64,
+                                               before_run=cpu_meter.start)  # fmt: skip
+                    cpu_us[label].append(1e6 * cpu_meter.seconds() / one.requests)
+                    big = run_wrk(url, batch_body, content_type=batch_type, accept="application/x-npy", connections=4,
+                                  seconds=5)  # fmt: skip
+                    assert one.non_2xx == big.non_2xx == 0 and one.socket_errors == 0, (label, one, big)
                     single[label].append(one.rps)
                     p99[label].append(one.p99_ms)
                     batched[label].append(big.rps * 256)
-                    print(f"  round {r + 1} {label}: {one.rps:,.0f} req/s p99 {one.p99_ms:.1f} ms; "
-                          f"batches {big.rps * 256:,.0f} images/s", flush=True)  # fmt: skip
+                    print(f"  round {r + 1} {label}: {one.rps:,.0f} req/s p99 {one.p99_ms:.1f} ms, "
+                          f"server CPU {cpu_us[label][-1]:.0f} µs/request; batches {big.rps * 256:,.0f} images/s",
+                          flush=True)  # fmt: skip
         finally:
             for server in servers.values():
                 stop_server(server)
-    med = {label: (statistics.median(single[label]), statistics.median(p99[label]), statistics.median(batched[label]))
-           for label in checkouts}  # fmt: skip
+    med = {label: (statistics.median(single[label]), statistics.median(p99[label]), statistics.median(cpu_us[label]),
+                   statistics.median(batched[label])) for label in checkouts}  # fmt: skip
     base = med["base"]
     rows = [
-        f"| {label} ({commits[label]}) | {s:,.0f} | {s / base[0]:.2f}x | {p:.1f} | {b:,.0f} | {b / base[2]:.2f}x |"
-        for label, (s, p, b) in med.items()
+        f"| {label} ({commits[label]}) | {s:,.0f} | {s / base[0]:.2f}x | {p:.1f} | {c:.0f} | {c / base[2]:.2f}x "
+        f"| {b:,.0f} | {b / base[3]:.2f}x |"
+        for label, (s, p, c, b) in med.items()
     ]
     body = "\n".join([
         f"## Side by side: {args.name}",
@@ -88,9 +98,12 @@ def main() -> None:
         f"{args.requests:,} requests. Batches: 256 images per request "
         f"{'as 256 PNG files in a multipart form' if args.multipart else 'as `.npy`'}, 4 connections, 5 s.",
         "",
-        "| server | req/s | vs base | p99 ms | batched images/s | vs base |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| server | req/s | vs base | p99 ms | server CPU µs/request | vs base | batched images/s | vs base |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
+        "",
+        "Server CPU per request: the server process's CPU time (all threads, user and system, from /proc) over "
+        "each single-image run, divided by its requests; steadier than req/s on this machine, whose speed drifts.",
     ])  # fmt: skip
     command = f"python -m bench.ab --base <checkout of {commits['base']}> --name {args.name}"
     command += " --multipart" if args.multipart else " --npy-single" if args.npy_single else ""

@@ -77,6 +77,27 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time process ``pid`` has used so far, all its threads, user and system, in seconds."""
+    # /proc/<pid>/stat: the command name (field 2) is in parentheses and may hold spaces
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+class CpuMeter:
+    """CPU seconds process ``pid`` uses from :meth:`start` on."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._start = cpu_seconds(pid)
+
+    def start(self) -> None:
+        self._start = cpu_seconds(self.pid)
+
+    def seconds(self) -> float:
+        return cpu_seconds(self.pid) - self._start
+
+
 def stop_server(server: LiveServer, timeout_s: float = 30.0) -> int:
     """SIGTERM, then wait; returns the exit code."""
     server.process.send_signal(signal.SIGTERM)

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,9 +60,12 @@ def run_wrk(
 
 
 def run_wrk_for_requests(url: str, body: Path, *, requests: int, content_type: str, connections: int,
-                         accept: str | None = None) -> LoadResult:  # fmt: skip
+                         accept: str | None = None,
+                         before_run: Callable[[], object] | None = None) -> LoadResult:  # fmt: skip
     """A run long enough for at least ``requests`` requests, sized from a 2-second probe
-    (wrk itself only stops on time)."""
+    (wrk itself only stops on time). ``before_run`` is called between the probe and the run."""
     probe = run_wrk(url, body, content_type=content_type, connections=connections, seconds=2, accept=accept)
     seconds = min(60.0, max(5.0, 1.15 * requests / max(probe.rps, 1.0)))  # a stalled probe must not run for hours
+    if before_run is not None:
+        before_run()
     return run_wrk(url, body, content_type=content_type, connections=connections, seconds=seconds, accept=accept)

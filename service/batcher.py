@@ -71,9 +71,12 @@ class MicroBatcher:
         self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        self._worker = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
+        # kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() syscall (a fork check)
+        self._loop = asyncio.get_running_loop()
+        self._worker = self._loop.create_task(self._run(), name="micro-batcher")
 
     def arrival(self) -> _Arrival:
         """``with batcher.arrival():`` around the reading and decoding of a request that will
@@ -88,7 +91,7 @@ class MicroBatcher:
 
     async def submit(self, op: Op, inputs: np.ndarray) -> Result:
         """Queue ``inputs`` (n rows) for ``op`` and wait for its n rows of results."""
-        if self._closed or self._worker is None:
+        if self._closed or self._worker is None or self._loop is None:
             raise NotReady("the server is shutting down" if self._closed else "the model is not loaded yet")
         n = int(inputs.shape[0])
         if self._queued_images + n > self.max_queue_images:
@@ -96,7 +99,7 @@ class MicroBatcher:
                 f"{self._queued_images} images are queued already (limit {self.max_queue_images}); retry shortly",
                 headers={"retry-after": "1"},
             )
-        job = _Job(op, inputs, asyncio.get_running_loop().create_future())
+        job = _Job(op, inputs, self._loop.create_future())
         self._pending.append(job)
         self._queued_images += n
         self.metrics.queue_images.set(self._queued_images)
