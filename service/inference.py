@@ -30,6 +30,8 @@ GraphMode = Literal["trace", "eager"]
 # below it, the layers as trained run faster than service/fast_layers.py's (fewer dispatches):
 # on 2 CPU cores 99 against 114 us at batch 1, equal at 8, 1.11-1.38x slower at 32-256
 SMALLEST_CPU_LAYERS_BATCH = 8
+# images come as uint8 intensities (single PNGs) or float32 in [0,1]; the graphs divide by these
+_DIVISORS = {torch.uint8: 255.0, torch.float32: 1.0}
 
 
 class Op(str, enum.Enum):
@@ -43,8 +45,9 @@ class _Encode(nn.Module):
         super().__init__()
         self.encoder, self.channels_last = encoder, channels_last
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:  # (N,28,28) -> (N,16,7,7)
-        latents: torch.Tensor = self.encoder(_layout(images.unsqueeze(1), self.channels_last))
+    def forward(self, images: torch.Tensor, divisor: torch.Tensor) -> torch.Tensor:  # (N,28,28) -> (N,16,7,7)
+        x = _unit_range(images, divisor).unsqueeze(1)  # (N,1,28,28)
+        latents: torch.Tensor = self.encoder(_layout(x, self.channels_last))
         return latents.contiguous()
 
 
@@ -64,12 +67,18 @@ class _Reconstruct(nn.Module):
         super().__init__()
         self.encoder, self.decoder, self.channels_last = encoder, decoder, channels_last
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = images.unsqueeze(1)  # (N,1,28,28)
+    def forward(self, images: torch.Tensor, divisor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = _unit_range(images, divisor).unsqueeze(1)  # (N,1,28,28)
         # clamped to [0,1] for users, as AutoEncoder.reconstruct does
         recon = self.decoder(self.encoder(_layout(x, self.channels_last))).clamp(0.0, 1.0).contiguous()
         mse = (recon - x).pow(2).flatten(1).mean(dim=1)  # (N,)
         return recon, mse
+
+
+def _unit_range(images: torch.Tensor, divisor: torch.Tensor) -> torch.Tensor:
+    """uint8 intensities over 255, or float32 in [0,1] over 1: the same floats as
+    service.codecs.images.unit_float, bit for bit (IEEE division either way)."""
+    return images.to(torch.float32).div(divisor)
 
 
 def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -89,6 +98,8 @@ class Predictor:
     ) -> None:
         self.device = device
         self.config = model.config
+        # what each image dtype is divided by in the graph to land in [0,1]
+        self._divisors = {dtype: torch.tensor(d, dtype=torch.float32, device=device) for dtype, d in _DIVISORS.items()}
         # channels_last: measured ~2x faster for these small convolutions on CPU
         channels_last = device.type == "cpu"
         model = model.to(device).eval()
@@ -119,7 +130,10 @@ class Predictor:
 
     def _trace(self, op: Op, graph: nn.Module) -> nn.Module:
         side = self.config.image_size
-        example = torch.rand((2, *self.config.latent_shape) if op is Op.DECODE else (2, side, side), device=self.device)
+        example: tuple[torch.Tensor, ...] = (torch.rand((2, *self.config.latent_shape), device=self.device),)
+        if op is not Op.DECODE:
+            images = torch.randint(0, 256, (2, side, side), dtype=torch.uint8, device=self.device)
+            example = (images, self._divisors[torch.uint8])
         with torch.no_grad(), warnings.catch_warnings():
             # torch.jit is deprecated in favour of torch.compile/export, which compile for tens of
             # seconds at start-up; a trace takes milliseconds and does what is needed here
@@ -132,16 +146,26 @@ class Predictor:
     def run(self, op: Op, batch: np.ndarray) -> tuple[np.ndarray, ...]:
         """``batch`` is (N,H,W) images, float32 in [0,1] or uint8 intensities, or (N,C,h,w) latents,
         float32. Returns float32 arrays with N rows each."""
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-        if x.dtype == torch.uint8:
-            # the same floats as service.codecs.images.unit_float, bit for bit, for the whole batch at once
-            x = x.to(torch.float32).div_(255)
+        # As few torch calls from Python as there can be: each one gives up the GIL and must win it
+        # back from the event loop, which under load holds it nearly all the time (a futex wait
+        # and a context switch each). On CPU that leaves the graph call alone.
+        x = torch.from_numpy(batch)
+        if self.device.type != "cpu":
+            x = x.to(self.device, non_blocking=True)
         graphs = self._graphs
         if self._batch_graphs is not None and len(batch) >= SMALLEST_CPU_LAYERS_BATCH:
             graphs = self._batch_graphs
-        out = graphs[op](x)
+        if op is Op.DECODE:
+            out = graphs[op](x)
+        else:
+            divisor = self._divisors.get(x.dtype)
+            if divisor is None:
+                raise TypeError(f"images must be uint8 or float32, not {x.dtype}")
+            out = graphs[op](x, divisor)
         outputs = out if isinstance(out, tuple) else (out,)
-        return tuple(t.cpu().numpy() for t in outputs)
+        if self.device.type != "cpu":
+            outputs = tuple(t.cpu() for t in outputs)
+        return tuple(t.numpy() for t in outputs)
 
     def warmup(self, batches: int, batch_size: int) -> float:
         """Run every operation a few times so the first real request pays no first-call costs."""
