@@ -146,9 +146,9 @@ class Predictor:
     def run(self, op: Op, batch: np.ndarray) -> tuple[np.ndarray, ...]:
         """``batch`` is (N,H,W) images, float32 in [0,1] or uint8 intensities, or (N,C,h,w) latents,
         float32. Returns float32 arrays with N rows each."""
-        # As few torch calls from Python as there can be: each one gives up the GIL and must win it
-        # back from the event loop, which under load holds it nearly all the time (a futex wait
-        # and a context switch each). On CPU that leaves the graph call alone.
+        # As few torch calls from Python as there can be, the scaling of uint8 pixels included:
+        # on CPU the graph call alone, which runs without the GIL and then has to win it back
+        # from the event loop, which holds it most of the time under load.
         x = torch.from_numpy(batch)
         if self.device.type != "cpu":
             x = x.to(self.device, non_blocking=True)
@@ -175,7 +175,10 @@ class Predictor:
         for _ in range(batches):
             for n in (1, SMALLEST_CPU_LAYERS_BATCH, batch_size):  # each graph, the largest batch
                 images = rng.random((n, side, side), dtype=np.float32)
+                pixels = rng.integers(0, 256, (n, side, side), dtype=np.uint8)  # single PNGs' dtype
                 (latents,) = self.run(Op.ENCODE, images)
                 self.run(Op.DECODE, latents)
                 self.run(Op.RECONSTRUCT, images)
+                self.run(Op.ENCODE, pixels)
+                self.run(Op.RECONSTRUCT, pixels)
         return time.perf_counter() - started
