@@ -27,8 +27,9 @@ from service.model import AutoEncoder
 log = logging.getLogger(__name__)
 
 GraphMode = Literal["trace", "eager"]
-# below it, the layers as trained run faster than service/fast_layers.py's (fewer dispatches):
-# on 2 CPU cores 99 against 114 us at batch 1, equal at 8, 1.11-1.38x slower at 32-256
+# below it, the layers as trained are as fast as service/fast_layers.py's or faster (fewer
+# dispatches): on 2 CPU cores 1.00-1.13x at batch 1 over runs, equal at 4-8; from 32 on, the
+# rewritten layers are 1.12-1.27x faster (bench.forward_layers)
 SMALLEST_CPU_LAYERS_BATCH = 8
 # images come as uint8 intensities (single PNGs) or float32 in [0,1]; the graphs divide by these
 _DIVISORS = {torch.uint8: 255.0, torch.float32: 1.0}

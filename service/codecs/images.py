@@ -1,4 +1,5 @@
-"""Encoded images (PNG, JPEG, anything Pillow reads) <-> (H,W) float32 arrays in [0,1].
+"""Encoded images (PNG, JPEG, anything Pillow reads) <-> (H,W) arrays: float32 in [0,1], or uint8
+intensities where ``decode_pixels`` keeps a plain 8-bit grayscale PNG as it is.
 
 Decoding checks the declared size from the header *before* any pixel data is decoded,
 so a tiny file that declares a huge image (a decompression bomb) costs nothing.
