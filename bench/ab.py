@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from bench.harness import REPO, CpuMeter, start_server, stop_server
-from bench.report import write_section
+from bench.report import command_line, write_section
 from bench.workload import PNG, batch_bodies
 from bench.wrk import run_wrk, run_wrk_for_requests
 
@@ -105,11 +105,8 @@ def main() -> None:
         "Server CPU per request: the server process's CPU time (all threads, user and system, from /proc) over "
         "each single-image run, divided by its requests; steadier than req/s on this machine, whose speed drifts.",
     ])  # fmt: skip
-    command = f"python -m bench.ab --base <checkout of {commits['base']}> --name {args.name}"
-    command += " --multipart" if args.multipart else " --npy-single" if args.npy_single else ""
-    command += f" --rounds {args.rounds}" if args.rounds != 3 else ""
-    command += f" --requests {args.requests}" if args.requests != 10_000 else ""
-    write_section(f"ab-{args.name}", command, body)
+    shown_as = {str(args.base): f"<checkout of {commits['base']}>"}
+    write_section(f"ab-{args.name}", command_line(shown_as), body)
 
 
 if __name__ == "__main__":

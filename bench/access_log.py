@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 
-from bench.report import write_section
+from bench.report import command_line, write_section
 from service.logs import configure_logging
 
 PYTHON_DEFAULTS = {
@@ -82,7 +82,7 @@ def main() -> None:
         "|---|---:|---:|---:|",
         *rows,
     ])  # fmt: skip
-    write_section("access-log", "python -m bench.access_log", body)
+    write_section("access-log", command_line(), body)
 
 
 if __name__ == "__main__":

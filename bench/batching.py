@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from bench.harness import REPO, start_server, stop_server
-from bench.report import write_section
+from bench.report import command_line, write_section
 from bench.wrk import LoadResult, run_wrk
 
 PNG = REPO / "examples" / "seven.png"
@@ -62,7 +62,7 @@ def main() -> None:
         f"latency changes by {on_alone.p50_ms - off_alone.p50_ms:+.2f} ms: batches are the requests that queued "
         "while the previous forward pass ran, and nobody waits for company.",
     ])  # fmt: skip
-    write_section("batching", "python -m bench.batching", body)
+    write_section("batching", command_line(), body)
 
 
 if __name__ == "__main__":

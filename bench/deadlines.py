@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from bench.report import write_section
+from bench.report import command_line, write_section
 from service.deadlines import Deadlines
 
 MESSAGE = {"type": "http.request", "body": b"x" * 512, "more_body": False}
@@ -80,7 +80,7 @@ def main() -> None:
         "|---|---:|---:|",
         *rows,
     ])  # fmt: skip
-    write_section("deadlines", "python -m bench.deadlines", body)
+    write_section("deadlines", command_line(), body)
 
 
 if __name__ == "__main__":

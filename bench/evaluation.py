@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from bench.report import write_section
+from bench.report import command_line, write_section
 from service.checkpoint import load_checkpoint
 from service.settings import DEFAULT_CHECKPOINT
 from training.data import DEFAULT_DATA_DIR, load_mnist
@@ -86,7 +86,7 @@ def main() -> None:
         "18x28 band matrix: two small float64 matmuls, where conv2d in float64 has no fast kernel on "
         f"CPU. The two forms differ by at most {agreement:.1e} per image.",
     ])  # fmt: skip
-    write_section("evaluation", "python -m bench.evaluation", body)
+    write_section("evaluation", command_line(), body)
 
 
 if __name__ == "__main__":

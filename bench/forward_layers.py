@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.report import write_section
+from bench.report import command_line, write_section
 from service.checkpoint import load_checkpoint
 from service.fast_layers import cpu_layers
 from service.folding import FoldedDecoder
@@ -132,7 +132,7 @@ def main() -> None:
         "|---:|---:|---:|---:|",
         *(f"| {b} | {a:.1f} | {c:.1f} | {a / c:.2f}x |" for b, a, c in graphs),
     ]
-    write_section("forward-layers", "python -m bench.forward_layers", "\n".join(lines))
+    write_section("forward-layers", command_line(), "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -7,13 +7,14 @@ a traced graph runs in C++ without it.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import threading
 import time
 
 import numpy as np
 
-from bench.report import write_section
+from bench.report import command_line, write_section
 from service.checkpoint import load_checkpoint
 from service.inference import Op, Predictor
 from service.settings import DEFAULT_CHECKPOINT
@@ -45,14 +46,18 @@ def forward_ms(predictor: Predictor, batch: np.ndarray, busy: bool, repeats: int
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
+    parser.add_argument("--repeats", type=int, default=40, help="timed passes per cell (median reported)")
+    args = parser.parse_args()
     model = load_checkpoint(DEFAULT_CHECKPOINT).model
     rows = []
-    for size in (1, 32, 256):
+    for size in args.batches:
         batch = np.random.default_rng(0).random((size, 28, 28), dtype=np.float32)
         cells = []
         for mode in ("eager", "trace"):
             predictor = Predictor(model, model.en[0].weight.device, graph_mode=mode)
-            cells += [forward_ms(predictor, batch, busy=False), forward_ms(predictor, batch, busy=True)]
+            cells += [forward_ms(predictor, batch, busy=busy, repeats=args.repeats) for busy in (False, True)]
         rows.append(f"| {size} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
     body = "\n".join([
         "## Traced graphs and the GIL",
@@ -64,7 +69,7 @@ def main() -> None:
         "|---:|---:|---:|---:|---:|",
         *rows,
     ])  # fmt: skip
-    write_section("gil", "python -m bench.gil", body)
+    write_section("gil", command_line(), body)
 
 
 if __name__ == "__main__":

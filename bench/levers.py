@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from bench.harness import start_server, stop_server
-from bench.report import write_section
+from bench.report import command_line, write_section
 from bench.workload import batch_bodies, single_and_batched
 from bench.wrk import LoadResult
 
@@ -84,14 +84,11 @@ def main() -> None:
         *(f"| {n} | {r:,.0f} | {r / base[1]:.2f}x | {p:.1f} | {b:,.0f} | {b / base[3]:.2f}x |" for n, r, p, b in rows),
     ])  # fmt: skip
     if args.only is None:
-        write_section("levers", "python -m bench.levers", body)
+        write_section("levers", command_line(), body)
     else:  # a closer look at a few levers, beside the full table
-        command = "python -m bench.levers --only " + " ".join(f"'{text}'" for text in args.only)
-        if args.rounds != 3:
-            command += f" --rounds {args.rounds}"
         name = "levers-" + "-".join(re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") for text in args.only)
         write_section(
-            name, command, body.replace("## Serving levers, one at a time", "## Serving levers: a closer look")
+            name, command_line(), body.replace("## Serving levers, one at a time", "## Serving levers: a closer look")
         )
 
 

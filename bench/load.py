@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from bench.harness import rss_mb, start_server, stop_server
-from bench.report import write_section
+from bench.report import command_line, write_section
 from service.checkpoint import load_checkpoint
 from service.codecs.images import png_bytes
 from service.codecs.npy import npy_bytes as npy
@@ -122,7 +122,7 @@ def main() -> None:
             "keeps the CUDA libraries' pages it shares with it; bench.memory measures the server alone.",
         ]
     )
-    write_section("load", f"python -m bench.load --clients {args.clients} --requests {args.requests}", body)
+    write_section("load", command_line(), body)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -27,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import REPO, rss_mb, start_server, stop_server
-from bench.report import torch_build, write_section
+from bench.harness import rss_mb, start_server, stop_server
+from bench.report import command_line, plot_path, torch_build, write_section
 from bench.workload import PNG, batch_bodies
 from bench.wrk import run_wrk, run_wrk_for_requests
 
@@ -164,7 +163,7 @@ def main() -> None:
             for label, mb in columns[name]:
                 print(f"  {label}: {mb:.0f} MB", flush=True)
     picture = f"{section}.png"
-    plot(traces, REPO / "bench" / "plots" / picture, f"Resident memory under load, torch {version} ({build})")
+    plot(traces, plot_path(picture), f"Resident memory under load, torch {version} ({build})")
     names = list(CONFIGS)
     labels = [label for label, _ in columns[names[0]]]
     rows = [
@@ -198,7 +197,7 @@ def main() -> None:
             f"![resident memory under load](bench/plots/{picture})",
         ]
     )
-    write_section(section, " ".join(["python -m bench.memory", *sys.argv[1:]]), body)
+    write_section(section, command_line(), body)
 
 
 if __name__ == "__main__":

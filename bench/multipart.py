@@ -19,7 +19,7 @@ import numpy as np
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from bench.report import write_section
+from bench.report import command_line, write_section
 from bench.workload import batch_bodies
 from service.codecs.images import decode_image, decode_images
 from service.codecs.multipart import parse_form_data
@@ -127,7 +127,7 @@ def main() -> None:
         "|---|---:|---:|---:|",
         *decoded,
     ])  # fmt: skip
-    write_section("multipart", "python -m bench.multipart", body)
+    write_section("multipart", command_line(), body)
 
 
 if __name__ == "__main__":

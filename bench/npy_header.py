@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bench.report import write_section
+from bench.report import command_line, write_section
 from service.codecs import npy
 
 
@@ -84,7 +84,7 @@ def main() -> None:
         "|---|---:|---:|---:|",
         *rows,
     ])  # fmt: skip
-    write_section("npy-header", "python -m bench.npy_header", body_text)
+    write_section("npy-header", command_line(), body_text)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from bench.harness import REPO, start_server, stop_server
-from bench.report import write_section
+from bench.report import command_line, write_section
 from bench.workload import PNG, batch_bodies
 from bench.wrk import run_wrk, run_wrk_for_requests
 
@@ -156,7 +156,7 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|---:|",
         *served,
     ])  # fmt: skip
-    write_section("page-faults", "python -m bench.page_faults", body)
+    write_section("page-faults", command_line(), body)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 from functools import cache
@@ -12,7 +13,10 @@ from pathlib import Path
 
 from bench.harness import REPO
 
-BENCHMARKS = REPO / "BENCHMARKS.md"
+# where results go: this checkout by default; the bench smoke tests point BENCH_RESULTS elsewhere
+RESULTS = Path(os.environ.get("BENCH_RESULTS", REPO))
+BENCHMARKS = RESULTS / "BENCHMARKS.md"
+PLOTS = RESULTS / "bench" / "plots"
 HEADER = "# Benchmarks\n\nEach section is written by the command shown in it; numbers from one run on one machine.\n"
 
 
@@ -27,11 +31,29 @@ def torch_build() -> tuple[str, bool]:
     return version, cuda == "True"
 
 
+def plot_path(name: str) -> Path:
+    """Where plot ``name`` goes (bench/plots/ under the results folder), its folder made."""
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    return PLOTS / name
+
+
 def machine() -> str:
     cores = len(os.sched_getaffinity(0))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     return (f"{platform.processor() or platform.machine()}, {cores} cores, Python {platform.python_version()}, "
             f"torch {torch_build()[0]}, commit {commit.strip() or 'unknown'}")  # fmt: skip
+
+
+def command_line(shown_as: dict[str, str] | None = None) -> str:
+    """How this benchmark was run, ``python -m bench.<name>`` and its arguments as given, for its
+    section's Reproduce line: a run with other options says so. ``shown_as`` replaces an argument
+    by what a reader should write instead (bench.ab's temporary checkout)."""
+    main = sys.modules["__main__"]
+    module = main.__spec__.name if getattr(main, "__spec__", None) else Path(sys.argv[0]).stem
+    words = [shlex.quote(word) for word in sys.argv[1:]]
+    for given, shown in (shown_as or {}).items():
+        words = [word.replace(shlex.quote(given), shown) for word in words]
+    return " ".join(["python", "-m", module, *words])
 
 
 def _section_pattern(name: str) -> re.Pattern[str]:

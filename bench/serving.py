@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.harness import REPO, LiveServer, start_server, stop_server
-from bench.report import write_section
+from bench.harness import LiveServer, start_server, stop_server
+from bench.report import command_line, plot_path, write_section
 from bench.workload import PNG, batch_bodies
 from bench.wrk import LoadResult, run_wrk, run_wrk_for_requests
 from service.checkpoint import load_checkpoint
@@ -155,7 +155,7 @@ def main() -> None:
         "this server, 256 PNGs per request (multipart)": statistics.median(batch_png),
     }
     plot({k.split(",")[0] if k.startswith("(") else k: v for k, v in rps.items()}, batches,
-         REPO / "bench" / "plots" / f"{section}.png")  # fmt: skip
+         plot_path(f"{section}.png"))  # fmt: skip
     body = "\n".join([
         f"## Serving on CPU, torch {torch.__version__} ({build})",
         "",
@@ -187,9 +187,7 @@ def main() -> None:
         "",
         f"![serving throughput](bench/plots/{section}.png)",
     ])  # fmt: skip
-    command = "python -m bench.serving" + (f" --rounds {args.rounds}" if args.rounds != 3 else "")
-    command += f" --requests {args.requests}" if args.requests != 20_000 else ""
-    write_section(section, command, body)
+    write_section(section, command_line(), body)
 
 
 if __name__ == "__main__":

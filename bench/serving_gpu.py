@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.harness import REPO, LiveServer, start_server, stop_server
-from bench.report import write_section
+from bench.harness import LiveServer, start_server, stop_server
+from bench.report import command_line, plot_path, write_section
 from bench.workload import PNG, batch_bodies
 from bench.wrk import run_wrk
 from service.checkpoint import load_checkpoint
@@ -150,7 +150,7 @@ def main() -> None:
             if unit == "images/s":
                 served[f"{name.split(' (')[0]}: {load}"] = rate
     section = f"serving-{'gpu' if device.type == 'cuda' else 'gpu-script-on-cpu'}"
-    plot({**{k: v for k, v in raw.items()}, **served}, REPO / "bench" / "plots" / f"{section}.png",
+    plot({**{k: v for k, v in raw.items()}, **served}, plot_path(f"{section}.png"),
          f"Serving on {where}: the service against the raw forward")  # fmt: skip
     body = "\n".join([
         f"## Serving on {where}, torch {torch.__version__}",
@@ -165,8 +165,7 @@ def main() -> None:
         "",
         f"![serving on the GPU](bench/plots/{section}.png)",
     ])  # fmt: skip
-    command = "python -m bench.serving_gpu" + ("" if args.device == "cuda" else f" --device {args.device}")
-    write_section(section, command, body)
+    write_section(section, command_line(), body)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench.harness import REPO
-from bench.report import write_section
+from bench.report import command_line, plot_path, write_section
 
 TARGET_MSE = 0.00526
 EPOCH_LINE = re.compile(r"^epoch\s+(\d+)/\d+\s+train MSE [\d.]+\s+test MSE ([\d.]+)")
@@ -168,7 +168,7 @@ def main() -> None:
         rows.append(f"| {run.name} | {when} | {tries} | {final:.5f} | {speedup} |")
     # the CPU figure keeps its old name; other devices get their own
     picture = "train_speed.png" if args.device == "cpu" else f"train_speed-{args.device.replace(':', '')}.png"
-    plot(runs, str(REPO / "bench" / "plots" / picture), device_description(args.device))
+    plot(runs, str(plot_path(picture)), device_description(args.device))
     note = (
         "" if seed.seconds_to_target else
         f" The seed loop did not reach the target in its 15 epochs (final {seed.curve[-1][1]:.5f}); "
@@ -201,12 +201,7 @@ def main() -> None:
         "",
         f"![test MSE against wall time](bench/plots/{picture})",
     ])  # fmt: skip
-    command = f"python -m bench.train_speed --device {args.device}"
-    if args.seeds != [0]:
-        command += " --seeds " + " ".join(map(str, args.seeds))
-    if args.tries != 1:
-        command += f" --tries {args.tries}"
-    write_section(f"train-speed-{args.device}", command, body)
+    write_section(f"train-speed-{args.device}", command_line(), body)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.harness import REPO
-from bench.report import write_section
+from bench.report import command_line, write_section
 from service.model import AutoEncoder
 from training.optim import Adam
 
@@ -141,7 +141,7 @@ def main() -> None:
             *first_rows,
         ]
     )
-    write_section("train-step", "python -m bench.train_step", body)
+    write_section("train-step", command_line(), body)
 
 
 if __name__ == "__main__":
