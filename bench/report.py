@@ -68,6 +68,7 @@ def _put_section(name: str, section: str) -> None:
         text = text[: existing.start()] + section + text[existing.end() :]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
+    BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)  # a BENCH_RESULTS folder not made yet
     BENCHMARKS.write_text(text)
 
 

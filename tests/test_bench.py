@@ -76,9 +76,10 @@ def test_results_go_where_bench_results_says(tmp_path: Path) -> None:
         "write_section('second', 'python -m bench.second', 'two')\n"
         "write_section('first', 'python -m bench.first --again', 'three')\n"
     )
-    env = {**os.environ, "BENCH_RESULTS": str(tmp_path)}
+    results = tmp_path / "not" / "made" / "yet"
+    env = {**os.environ, "BENCH_RESULTS": str(results)}
     subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, capture_output=True)
-    text = (tmp_path / "BENCHMARKS.md").read_text()
+    text = (results / "BENCHMARKS.md").read_text()
     assert text.startswith("# Benchmarks")
     assert section(text, "first").startswith("\nthree") and "`python -m bench.first --again`" in text
     assert section(text, "second").startswith("\ntwo")
