@@ -3,7 +3,7 @@ notebook's own result after 15 epochs, for the seed's loop and for this project'
 
     python -m bench.train_speed            # about 3.5 minutes on 2 CPU cores, most of it the seed loop
     python -m bench.train_speed --seeds 0 1 2   # the one-pass recipes again with other seeds
-    python -m bench.train_speed --seeds 0 1 2 3 4 --tries 3   # each one-pass run three times: medians
+    python -m bench.train_speed --seeds 0 1 2 3 4 --tries 3   # the seed loop and each one-pass run 3 times: medians (~12 min)
 
 Each contender runs as its own process; the clock starts just before it is spawned and stops
 at the first end-of-epoch test MSE at or under the target (the project's CLI and the seed loop
@@ -122,8 +122,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="seeds for the one-pass recipes (the seed loop and the default recipe use 0)")  # fmt: skip
     parser.add_argument("--tries", type=int, default=1,
-                        help="runs of each one-pass recipe and seed, in interleaved rounds; the table gives the "
-                             "median (the seed loop and the default recipe run once)")  # fmt: skip
+                        help="runs of the seed loop and of each one-pass recipe and seed, in interleaved rounds; "
+                             "the table gives the median (the default recipe runs once)")  # fmt: skip
     args = parser.parse_args()
     out = tempfile.mkdtemp(prefix="train-speed-")
     project = [sys.executable, "-m", "training", "--device", args.device, "--out", out, "--no-progress"]
@@ -153,8 +153,8 @@ def main() -> None:
     ]  # fmt: skip
     for run in runs:
         watch(run, timeout_s=600)
-    for _ in range(args.tries - 1):  # the machine's speed drifts: later tries of every run side by side
-        for run in seeded:
+    for _ in range(args.tries - 1):  # the machine's speed drifts: later tries of every run side by side,
+        for run in [runs[0], *seeded]:  # the seed loop's too, since every ratio divides its time
             watch(run, timeout_s=600)
     seed = runs[0]
     seed_time = seed.seconds_to_target or seed.curve[-1][0]
@@ -176,7 +176,7 @@ def main() -> None:
     )  # fmt: skip
     if args.tries > 1:
         note += (
-            f" Each one-pass run was tried {args.tries} times in interleaved rounds, after the seed loop; the "
+            f" The seed loop and each one-pass run were tried {args.tries} times in interleaved rounds; the "
             "table gives the median try (the plot, the first try's curve) and the test MSE, the same in every try."
         )
     body = "\n".join([
