@@ -3,7 +3,7 @@ notebook's own result after 15 epochs, for the seed's loop and for this project'
 
     python -m bench.train_speed            # about 3.5 minutes on 2 CPU cores, most of it the seed loop
     python -m bench.train_speed --seeds 0 1 2   # the one-pass recipes again with other seeds
-    python -m bench.train_speed --seeds 0 1 2 3 4 --tries 3   # the seed loop and each one-pass run 3 times: medians (~12 min)
+    python -m bench.train_speed --seeds 0 1 2 3 4 --tries 3   # each run 3 times, seed loop too: medians (~12 min)
 
 Each contender runs as its own process; the clock starts just before it is spawned and stops
 at the first end-of-epoch test MSE at or under the target (the project's CLI and the seed loop
