@@ -23,6 +23,7 @@ serve: setup
 
 test: setup
 	$(PY) -m ruff check service training tests bench
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 lint: setup
