@@ -106,10 +106,10 @@ def test_device_collect_copies_a_runs_sections_and_plots(tmp_path: Path, monkeyp
     (run / "BENCHMARKS.md").write_text("<!-- serving-gpu:start -->\non an H200\n<!-- serving-gpu:end -->\n")
     (run / "plots" / "serving-gpu.png").write_bytes(b"png")
     here = tmp_path / "checkout"
-    (here / "bench" / "plots").mkdir(parents=True)
+    here.mkdir()
     (here / "BENCHMARKS.md").write_text("# Benchmarks\n\n<!-- serving-cpu:start -->\nkept\n<!-- serving-cpu:end -->\n")
     monkeypatch.setattr(bench.report, "BENCHMARKS", here / "BENCHMARKS.md")
-    monkeypatch.setattr(collect, "REPO", here)
+    monkeypatch.setattr(bench.report, "PLOTS", here / "bench" / "plots")
     monkeypatch.setattr(sys, "argv", ["collect", str(run)])
     collect.main()
     text = (here / "BENCHMARKS.md").read_text()

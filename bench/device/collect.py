@@ -10,8 +10,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from bench.harness import REPO
-from bench.report import copy_sections
+from bench.report import copy_sections, plot_path
 
 SECTIONS = ["train-speed-cuda", "serving-gpu"]
 PLOTS = ["train_speed-cuda.png", "serving-gpu.png"]
@@ -24,7 +23,7 @@ def main() -> None:
     copied = copy_sections(args.files_at / "BENCHMARKS.md", SECTIONS)
     for name in PLOTS:
         if (args.files_at / "plots" / name).exists():
-            shutil.copyfile(args.files_at / "plots" / name, REPO / "bench" / "plots" / name)
+            shutil.copyfile(args.files_at / "plots" / name, plot_path(name))
             copied.append(name)
     missing = [name for name in SECTIONS + PLOTS if name not in copied]
     print(f"copied {copied}" + (f"; not in that run: {missing} (see its run.log)" if missing else ""))
