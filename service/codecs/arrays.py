@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.codecs.images import resize_array
+from service.codecs.images import resize_array, unit_float
 from service.errors import InvalidInput, PayloadTooLarge
 
 # decoding latents far outside anything the encoder produces only yields saturated noise;
@@ -47,7 +47,7 @@ def images_from_array(array: np.ndarray, *, size: int, resize: bool, max_images:
 def unit_range(array: np.ndarray, *, what: str) -> np.ndarray:
     """uint8 -> /255; floats must be finite and in [0,1]. Returns float32 (a copy, writable)."""
     if array.dtype == np.uint8:
-        return array.astype(np.float32) / np.float32(255.0)
+        return unit_float(array)  # the same floats as a PNG's pixels, bit for bit
     if array.dtype.kind != "f":
         raise InvalidInput(f"{what} have dtype {array.dtype}; send uint8 (0..255) or float32 ([0,1])")
     if array.size:
