@@ -8,7 +8,7 @@ ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test lint typecheck train evaluate data bench-deps bench device-kit clean
+.PHONY: setup serve test test-fast lint typecheck train evaluate data bench-deps bench device-kit clean
 
 setup: $(STAMP)
 
@@ -21,10 +21,16 @@ $(STAMP): pyproject.toml
 serve: setup
 	$(PY) -m service --host $(HOST) --port $(PORT)
 
+# everything: lint, types, unit and in-process tests, and the integration tests (real uvicorn
+# processes, the real MNIST set, training, schemathesis, the bench smoke tests); what CI runs
 test: setup
 	$(PY) -m ruff check service training tests bench
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# unit and in-process API tests only: offline, about half a minute
+test-fast: setup
+	$(PY) -m pytest -m "not integration"
 
 lint: setup
 	$(PY) -m ruff check service training tests bench
@@ -50,6 +56,7 @@ bench-deps: setup
 bench: bench-deps data
 	$(PY) -m bench.serving
 	$(PY) -m bench.memory --rounds 8 --trials 3
+	$(PY) -m bench.batching
 	$(PY) -m bench.train_speed --device cpu --seeds 0 1 2 3 4 --tries 3
 
 # what bench/device/run.sh needs on a lent GPU machine, which reaches no package index (see that script)

@@ -13,9 +13,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from bench.harness import REPO, start_server, stop_server
 from bench.report import command_line, write_section
 from bench.wrk import LoadResult, run_wrk
+from tests.harness import REPO, start_server, stop_server
 
 PNG = REPO / "examples" / "seven.png"
 CONFIGS = {

@@ -19,12 +19,12 @@ import httpx
 import numpy as np
 import torch
 
-from bench.harness import rss_mb, start_server, stop_server
 from bench.report import command_line, write_section
 from service.checkpoint import load_checkpoint
 from service.codecs.images import png_bytes
 from service.codecs.npy import npy_bytes as npy
 from service.settings import DEFAULT_CHECKPOINT
+from tests.harness import rss_mb, start_server, stop_server
 from training.data import load_mnist
 
 KINDS = ("png", "npy-batch", "bad-png", "nan", "wrong-size", "png", "json", "png")

@@ -2,9 +2,8 @@
 
     python -m bench.memory          # about 4 minutes on 2 CPU cores
 
-For each configuration (the service's defaults; then with MNIST_AE_DROP_CUDA_CODE=false, which
-only differs with a CUDA build of torch): cold start from process spawn to /readyz 200, three
-times; then, on one server, resident memory (VmRSS) idle after warm-up, after each of ``--rounds``
+With the service's defaults: cold start from process spawn to /readyz 200, three times; then,
+on one server, resident memory (VmRSS) idle after warm-up, after each of ``--rounds``
 rounds of ``--requests`` one-PNG requests to /reconstruct (64 connections), after 10 s of
 256-image .npy batches, and after a last round of one-PNG requests: the growth check. Memory is
 also sampled every 0.2 s all along, for the plot (bench/plots/memory-*.png).
@@ -26,15 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import rss_mb, start_server, stop_server
 from bench.report import command_line, plot_path, torch_build, write_section
 from bench.workload import PNG, batch_bodies
 from bench.wrk import run_wrk, run_wrk_for_requests
+from tests.harness import rss_mb, start_server, stop_server
 
-CONFIGS = {
-    "defaults": {},
-    "MNIST_AE_DROP_CUDA_CODE=false": {"MNIST_AE_DROP_CUDA_CODE": "false"},
-}
+CONFIGS: dict[str, dict[str, str]] = {"defaults": {}}
 TARGET_MB = 600  # the issue's bound on resident memory under load
 SAMPLE_EVERY_S = 0.2
 
@@ -191,8 +187,8 @@ def main() -> None:
             "",
             f"- with the defaults: **{max(defaults):.0f} MB at most** under load; {growth}"
             f"{defaults[-1] - defaults[-2]:+.0f} MB over the last round, after the batches",
-            "- `MNIST_AE_DROP_CUDA_CODE` only acts when torch is a CUDA build and the model runs on the CPU: "
-            "after warm-up the server asks the kernel to page out the CUDA libraries' code (service/memory.py)",
+            "- with a CUDA build of torch serving from the CPU, the server asks the kernel to page out the CUDA "
+            "libraries' code after warm-up (service/memory.py)",
             "",
             f"![resident memory under load](bench/plots/{picture})",
         ]

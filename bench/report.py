@@ -11,7 +11,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from bench.harness import REPO
+from tests.harness import REPO
 
 # where results go: this checkout by default; the bench smoke tests point BENCH_RESULTS elsewhere
 RESULTS = Path(os.environ.get("BENCH_RESULTS", REPO))
@@ -44,16 +44,12 @@ def machine() -> str:
             f"torch {torch_build()[0]}, commit {commit.strip() or 'unknown'}")  # fmt: skip
 
 
-def command_line(shown_as: dict[str, str] | None = None) -> str:
+def command_line() -> str:
     """How this benchmark was run, ``python -m bench.<name>`` and its arguments as given, for its
-    section's Reproduce line: a run with other options says so. ``shown_as`` replaces an argument
-    by what a reader should write instead (bench.ab's temporary checkout)."""
+    section's Reproduce line: a run with other options says so."""
     main = sys.modules["__main__"]
     module = main.__spec__.name if getattr(main, "__spec__", None) else Path(sys.argv[0]).stem
-    words = [shlex.quote(word) for word in sys.argv[1:]]
-    for given, shown in (shown_as or {}).items():
-        words = [word.replace(shlex.quote(given), shown) for word in words]
-    return " ".join(["python", "-m", module, *words])
+    return " ".join(["python", "-m", module, *(shlex.quote(word) for word in sys.argv[1:])])
 
 
 def _section_pattern(name: str) -> re.Pattern[str]:

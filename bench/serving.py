@@ -1,14 +1,20 @@
-"""Serving, side by side in one run: this service against its own no-op endpoint, a peer-style
-FastAPI service, and the raw model. Start-up and memory: bench/memory.py.
+"""Serving, side by side in one run: this service against the HTTP ceiling, a peer-style FastAPI
+service, and the raw model.
 
     python -m bench.serving          # about 4 minutes on 2 CPU cores
 
-1. One PNG per request to /reconstruct, 64 keep-alive connections, 20k requests a run, three
-   rounds interleaved (medians reported), against (a) this server's POST /noop (same server,
-   same middleware and hot path, same per-call checks, body read, nothing else: HTTP's own
-   cost) and (b) bench/naive_service.py.
-2. 256 images per request, as .npy and as multipart PNG, against the model's own forward pass
-   at batch 256 in-process; rounds interleaved with the raw measurements, medians reported.
+1. One PNG per request to /reconstruct, 64 keep-alive connections, three rounds interleaved
+   (medians reported), against (a) the HTTP ceiling, bench/ceiling.py: a bare ASGI app under the
+   same uvicorn (uvloop, httptools) that reads the body and answers with this service's own
+   response bytes for that PNG; and (b) bench/naive_service.py, FastAPI as it is usually written.
+   Each server's CPU time per request comes from /proc; this service's is split between the event
+   loop's thread and the rest (the inference thread and torch's workers).
+2. Where one request's time goes, in µs per stage: HTTP (the ceiling's CPU per request), the
+   decode, forward and encode stages timed in-process on the same PNG (the forward at the mean
+   batch size the server formed), and the rest of the event loop's time per request (the request
+   layer, the endpoint and the batcher).
+3. 256 images per request, as .npy and as multipart PNG, against the model's own eager forward
+   pass at batch 256 in-process; rounds interleaved, medians reported.
 Load comes from wrk, a separate process, on loopback only.
 """
 
@@ -18,70 +24,98 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
 import torch
 
-from bench.harness import LiveServer, start_server, stop_server
 from bench.report import command_line, plot_path, write_section
 from bench.workload import PNG, batch_bodies
 from bench.wrk import LoadResult, run_wrk, run_wrk_for_requests
 from service.checkpoint import load_checkpoint
-from service.settings import DEFAULT_CHECKPOINT
+from service.codecs.images import decode_image
+from service.inference import Op, Predictor
+from service.responses import OutputFormat, render_images
+from service.settings import DEFAULT_CHECKPOINT, Settings
+from tests.harness import LiveServer, start_server, stop_server, thread_cpu_seconds
+
+TARGETS = ("(a) HTTP ceiling: bare ASGI, same uvicorn", "this service, POST /reconstruct",
+           "(b) peer-style FastAPI service")  # fmt: skip
 
 
-def raw_forward_images_per_s(batch: int, repeats: int = 50) -> dict[str, float]:
-    """The model alone, in-process, median of ``repeats`` passes: plain eager PyTorch
-    (channels_last, inference mode), the traced graph of the layers as trained, and the traced
-    graph the server itself runs (upsampling folded into the convolutions, service/folding.py)."""
-    from service.inference import Op, Predictor
+def median_time(work: Callable[[], object], repeats: int) -> float:
+    for _ in range(max(3, repeats // 10)):
+        work()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
+
+def raw_forward_images_per_s(batch: int, repeats: int = 30) -> float:
+    """The model alone, in-process: plain eager PyTorch (channels_last, inference mode)."""
     model = load_checkpoint(DEFAULT_CHECKPOINT).model.eval().to(memory_format=torch.channels_last)
-    predictor = Predictor(load_checkpoint(DEFAULT_CHECKPOINT).model, torch.device("cpu"))
-    unfolded = Predictor(load_checkpoint(DEFAULT_CHECKPOINT).model, torch.device("cpu"), fold_upsampling=False)
     x = torch.rand(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    images = np.random.default_rng(0).random((batch, 28, 28), dtype=np.float32)
-    passes = {
-        "eager": lambda: model.reconstruct(x),
-        "traced, as trained": lambda: unfolded.run(Op.RECONSTRUCT, images),
-        "traced": lambda: predictor.run(Op.RECONSTRUCT, images),
-    }
-    rates = {}
     with torch.inference_mode():
-        for name, forward in passes.items():
-            times = []
-            for _ in range(10):
-                forward()
-            for _ in range(repeats):
-                t = time.perf_counter()
-                forward()
-                times.append(time.perf_counter() - t)
-            rates[name] = batch / statistics.median(times)
-    return rates
+        return batch / median_time(lambda: model.reconstruct(x), repeats)
 
 
-def single_image_rounds(
-    ours: LiveServer, naive: LiveServer, naive_fast: LiveServer, rounds: int, requests: int
-) -> dict[str, list[LoadResult]]:
-    targets = {
-        "(a) this server, POST /noop": f"{ours.url}/noop",
-        "this server, POST /reconstruct": f"{ours.url}/reconstruct",
-        "(b) peer-style FastAPI (uvicorn defaults)": f"{naive.url}/reconstruct",
-        "(b') peer-style FastAPI on uvloop + httptools": f"{naive_fast.url}/reconstruct",
-    }
-    results: dict[str, list[LoadResult]] = {name: [] for name in targets}
+def stage_micros(batch: int) -> dict[str, float]:
+    """decode, forward (per image, at ``batch``) and encode of one PNG, in-process, µs."""
+    settings = Settings()
+    body = PNG.read_bytes()
+    predictor = Predictor(load_checkpoint(DEFAULT_CHECKPOINT).model, torch.device("cpu"))
+    limits = {"size": 28, "max_pixels": settings.max_image_pixels, "resize": False, "what": "body"}
+    image = decode_image(body, **limits)[None]  # what an image/png body becomes
+    recon, mse = predictor.run(Op.RECONSTRUCT, image)
+    images = np.repeat(image, batch, axis=0)
+    return {
+        "decode (PNG -> float32 image)": 1e6 * median_time(lambda: decode_image(body, **limits), 300),
+        "forward, per image": 1e6 * median_time(lambda: predictor.run(Op.RECONSTRUCT, images), 50) / batch,
+        "encode (JSON answer)": 1e6 * median_time(lambda: render_images(recon, OutputFormat.json, mse=mse), 300),
+    }  # fmt: skip
+
+
+def mean_batch(server: LiveServer) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    values = {line.split("{")[0]: float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith("mnist_ae_batch_size_images_")}  # fmt: skip
+    return values["mnist_ae_batch_size_images_sum"] / max(values["mnist_ae_batch_size_images_count"], 1)
+
+
+def single_image_rounds(servers: dict[str, LiveServer], rounds: int, requests: int
+                        ) -> tuple[dict[str, list[LoadResult]], dict[str, list[dict[str, float]]]]:  # fmt: skip
+    """wrk against each server in turn; each run's result and its server's CPU µs per request by thread."""
+    results: dict[str, list[LoadResult]] = {name: [] for name in servers}
+    cpu: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
     for r in range(rounds):
-        for name, url in targets.items():
-            result = run_wrk_for_requests(url, PNG, requests=requests, content_type="image/png", connections=64)
+        for name, server in servers.items():
+            pid = server.process.pid
+            url = f"{server.url}/reconstruct"
+            before: dict[str, float] = {}
+
+            def start_meter(pid: int = pid, before: dict[str, float] = before) -> None:
+                before.update(thread_cpu_seconds(pid))
+
+            result = run_wrk_for_requests(url, PNG, requests=requests, content_type="image/png", connections=64,
+                                          before_run=start_meter)  # fmt: skip
+            after = thread_cpu_seconds(pid)
+            used = {thread: after[thread] - before.get(thread, 0.0) for thread in after}
+            loop = used.pop("main")
+            cpu[name].append({"event loop": 1e6 * loop / result.requests,
+                              "other threads": 1e6 * sum(used.values()) / result.requests})  # fmt: skip
             assert result.non_2xx == 0 and result.socket_errors == 0, (name, result)
             results[name].append(result)
             print(f"  round {r + 1} {name}: {result.rps:,.0f} req/s p99 {result.p99_ms:.1f} ms", flush=True)
-    return results
+    return results, cpu
 
 
-def median_of(results: list[LoadResult], attr: str) -> float:
-    return statistics.median(getattr(r, attr) for r in results)
+def median_of(values: list[float]) -> float:
+    return statistics.median(values)
 
 
 def plot(single: dict[str, float], batches: dict[str, float], path: Path) -> None:
@@ -91,10 +125,10 @@ def plot(single: dict[str, float], batches: dict[str, float], path: Path) -> Non
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
-    left.barh(list(single), list(single.values()), color=["#999", "#2a7", "#c55", "#e99"])
+    left.barh(list(single), list(single.values()), color=["#999", "#2a7", "#c55"])
     left.set_xlabel("requests/s (one PNG each, 64 connections)")
     left.set_title("one image per request")
-    right.barh(list(batches), list(batches.values()), color=["#999", "#bbb", "#2a7", "#5a9"])
+    right.barh(list(batches), list(batches.values()), color=["#999", "#2a7", "#5a9"])
     right.set_xlabel("images/s (256 per request)")
     right.set_title("batches")
     for ax in (left, right):
@@ -114,14 +148,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         npy, multipart, multipart_type = batch_bodies(tmp, 256)
-        ours = start_server(tmp / "ours.log", {"MNIST_AE_ENABLE_NOOP_ROUTE": "true"})
-        peer = ("-m", "uvicorn", "bench.naive_service:app")
-        naive = start_server(tmp / "naive.log", {}, command=(*peer, "--loop", "asyncio", "--http", "h11"),
+        ours = start_server(tmp / "ours.log", {})
+        answer = tmp / "answer.json"
+        answer.write_bytes(httpx.post(f"{ours.url}/reconstruct", content=PNG.read_bytes(),
+                                      headers={"content-type": "image/png"}).content)  # fmt: skip
+        uvicorn = ("-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--no-access-log")
+        ceiling = start_server(tmp / "ceiling.log", {"CEILING_RESPONSE": str(answer)},
+                               command=(*uvicorn, "bench.ceiling:app"), ready_path="/")  # fmt: skip
+        naive = start_server(tmp / "naive.log", {}, command=("-m", "uvicorn", "bench.naive_service:app"),
                              ready_path="/healthz")  # fmt: skip
-        fast = (*peer, "--loop", "uvloop", "--http", "httptools")
-        naive_fast = start_server(tmp / "naive_fast.log", {}, command=fast, ready_path="/healthz")
+        servers = dict(zip(TARGETS, (ceiling, ours, naive), strict=True))
         try:
-            single = single_image_rounds(ours, naive, naive_fast, args.rounds, args.requests)
+            single, cpu = single_image_rounds(servers, args.rounds, args.requests)
+            batch = mean_batch(ours)
             url = f"{ours.url}/reconstruct"
             # batches in interleaved rounds, the raw forward measured before each round and after the
             # last (the servers sit idle meanwhile): this machine's speed drifts, medians follow it
@@ -134,45 +173,60 @@ def main() -> None:
                                          connections=4, seconds=5).rps * 256)  # fmt: skip
             raw_runs.append(raw_forward_images_per_s(256))
         finally:
-            for server in (ours, naive, naive_fast):
+            for server in servers.values():
                 stop_server(server)
-    raw = statistics.median(r["eager"] for r in raw_runs)
-    raw_traced = statistics.median(r["traced"] for r in raw_runs)
-    raw_unfolded = statistics.median(r["traced, as trained"] for r in raw_runs)
-
-    noop, mine, peer, peer_fast = (single[k] for k in single)
-    rps = {k: median_of(v, "rps") for k, v in single.items()}
+    stages = stage_micros(round(batch))
+    raw = median_of(raw_runs)
+    rps = {name: median_of([r.rps for r in runs]) for name, runs in single.items()}
+    cpu_us = {name: {part: median_of([c[part] for c in runs]) for part in runs[0]} for name, runs in cpu.items()}
+    ceiling_rps, ours_rps, naive_rps = (rps[name] for name in TARGETS)
     rows = [
-        f"| {name} | {rps[name]:,.0f} | {median_of(v, 'p50_ms'):.1f} | {median_of(v, 'p99_ms'):.1f} |"
-        for name, v in single.items()
+        f"| {name} | {rps[name]:,.0f} | {median_of([r.p50_ms for r in runs]):.1f} | "
+        f"{median_of([r.p99_ms for r in runs]):.1f} | {cpu_us[name]['event loop']:.0f} | "
+        f"{cpu_us[name]['other threads']:.0f} |"
+        for name, runs in single.items()
     ]
-    ours_rps = median_of(mine, "rps")
+    http = cpu_us[TARGETS[0]]["event loop"] + cpu_us[TARGETS[0]]["other threads"]
+    ours_loop = cpu_us[TARGETS[1]]["event loop"]
+    decode, _, encode = stages.values()
+    rest = ours_loop - http - decode - encode
+    budget = [
+        ("HTTP: the ceiling's CPU per request (uvicorn, httptools, uvloop, the sockets)", http),
+        *((name, value) for name, value in stages.items()),
+        ("the rest of the event loop: request layer, endpoint, batcher (loop CPU less the above)", rest),
+        ("the other threads, measured: the forward pass as it ran under load, and torch's workers",
+         cpu_us[TARGETS[1]]["other threads"]),
+    ]  # fmt: skip
     batches = {
-        "raw model forward, batch 256 (in-process, eager PyTorch)": raw,
-        "raw traced graph, batch 256 (in-process, the layers as trained)": raw_unfolded,
-        "raw traced graph, batch 256 (in-process, upsampling folded, CPU layers: what the server runs)": raw_traced,
-        "this server, 256 per request as .npy": statistics.median(batch_npy),
-        "this server, 256 PNGs per request (multipart)": statistics.median(batch_png),
+        "raw model forward, batch 256 (in-process, eager PyTorch, as trained)": raw,
+        "this service, 256 per request as .npy": median_of(batch_npy),
+        "this service, 256 PNGs per request (multipart)": median_of(batch_png),
     }
-    plot({k.split(",")[0] if k.startswith("(") else k: v for k, v in rps.items()}, batches,
-         plot_path(f"{section}.png"))  # fmt: skip
+    plot({name.split(":")[0]: value for name, value in rps.items()}, batches, plot_path(f"{section}.png"))
     body = "\n".join([
         f"## Serving on CPU, torch {torch.__version__} ({build})",
         "",
         f"### One PNG per request: `/reconstruct`, 64 connections, {args.requests:,} requests a run, "
         f"median of {args.rounds} interleaved rounds",
         "",
-        "| target | req/s | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|",
+        "| target | req/s | p50 ms | p99 ms | server CPU µs/request: event loop (main thread) | other threads |",
+        "|---|---:|---:|---:|---:|---:|",
         *rows,
         "",
-        f"- this service reaches **{ours_rps / median_of(noop, 'rps'):.1%} of (a)**, its own no-op endpoint "
-        "(the cost of HTTP alone on this server)",
-        f"- and **{ours_rps / median_of(peer, 'rps'):.1f}x (b)**, the peer-style service "
-        "(Pillow decode and ToTensor, one forward pass per request in the event loop, JSON lists) as "
-        f"`pip install fastapi uvicorn` runs it; {ours_rps / median_of(peer_fast, 'rps'):.1f}x (b'), the same "
-        "code on uvloop and httptools",
-        f"- p99 latency {median_of(mine, 'p99_ms'):.1f} ms",
+        f"- this service reaches **{ours_rps / ceiling_rps:.2f}x (a)**, the HTTP ceiling: a bare ASGI app answering "
+        "with this service's own response bytes under the same uvicorn",
+        f"- and **{ours_rps / naive_rps:.1f}x (b)**, the peer-style service (Pillow decode and ToTensor, one forward "
+        "pass per request in the event loop, JSON lists) as `pip install fastapi uvicorn` runs it",
+        f"- p99 latency {median_of([r.p99_ms for r in single[TARGETS[1]]]):.1f} ms, 0 errors",
+        "",
+        f"### Where one request's time goes (µs; batches of {batch:.0f} images on average under that load)",
+        "",
+        "| stage | µs per request |",
+        "|---|---:|",
+        *(f"| {name} | {value:.0f} |" for name, value in budget),
+        "",
+        "The decode, forward and encode rows are timed in-process on one quiet thread; under load the "
+        "same work runs slower (two cores shared by wrk, the event loop and the forward pass).",
         "",
         f"### 256 images per request (4 connections, 5 s a run, median of {args.rounds} interleaved rounds)",
         "",
@@ -180,10 +234,9 @@ def main() -> None:
         "|---|---:|---:|",
         *(f"| {k} | {v:,.0f} | {v / raw:.0%} |" for k, v in batches.items()),
         "",
-        f"The raw figures are medians of {args.rounds + 1} measurements, taken before each round and after the last. "
-        "The server runs traced graphs (service/inference.py) with each nearest-neighbour upsampling folded into the "
-        "convolution after it (service/folding.py) and, on CPU, batches of 8+ in layers rewritten for it "
-        "(service/fast_layers.py), the same function within 1e-6, so it can beat the eager forward pass.",
+        f"The raw figure is the median of {args.rounds + 1} measurements, before each round and after the last. "
+        "The server runs the decoder with each upsampling folded into the convolution after it "
+        "(service/folding.py), the same function within 1e-6, so it can beat the eager forward pass.",
         "",
         f"![serving throughput](bench/plots/{section}.png)",
     ])  # fmt: skip

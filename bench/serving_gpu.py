@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.harness import LiveServer, start_server, stop_server
 from bench.report import command_line, plot_path, write_section
 from bench.workload import PNG, batch_bodies
 from bench.wrk import run_wrk
 from service.checkpoint import load_checkpoint
 from service.inference import Op, Predictor
 from service.settings import DEFAULT_CHECKPOINT
+from tests.harness import LiveServer, start_server, stop_server
 
 SERVERS = {
     "defaults (batches up to 256, no wait)": {},

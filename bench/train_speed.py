@@ -23,8 +23,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from bench.harness import REPO
 from bench.report import command_line, plot_path, write_section
+from tests.harness import REPO
 
 TARGET_MSE = 0.00526
 EPOCH_LINE = re.compile(r"^epoch\s+(\d+)/\d+\s+train MSE [\d.]+\s+test MSE ([\d.]+)")
@@ -189,9 +189,8 @@ def main() -> None:
         "|---|---:|---|---:|---:|",
         *rows,
         "",
-        "What makes the difference: the data set lives in memory as one uint8 tensor and batches are sliced "
-        "from it (no per-item PIL/ToTensor), channels_last activations (about 2x on CPU), fused Adam without "
-        "the torch.compile decorators whose import costs 0.8 s of start-up (bench.train_step), a "
+        "What makes the difference: the data set lives in memory, scaled to [0,1] once, and batches are "
+        "sliced from it (no per-item PIL/ToTensor), channels_last activations (about 2x on CPU), fused Adam, a "
         "learning rate that warms up and decays to 0 on a cosine (the seed's stays at 0.01), and, in the "
         "first row of each seed, the forward and backward under bfloat16 autocast (`--precision bf16`; "
         "weights, Adam and the loss stay float32), which CPUs with AVX512-BF16 or AMX and GPUs run natively: "

@@ -1,5 +1,4 @@
-"""What the serving benchmarks send: one PNG, 256-image bodies, and the single-then-batched load
-that bench.levers, bench.ab and bench.memory put on a server. No torch here (bench/memory.py)."""
+"""What the serving benchmarks send: one PNG, and 256-image bodies. No torch here (bench/memory.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.harness import REPO
-from bench.wrk import LoadResult, run_wrk, run_wrk_for_requests
+from tests.harness import REPO
 
 PNG = REPO / "examples" / "seven.png"
 
@@ -38,17 +36,3 @@ def batch_bodies(tmp: Path, n: int) -> tuple[Path, Path, str]:
     multipart = tmp / "batch.multipart"
     multipart.write_bytes(b"".join(parts) + f"--{boundary}--\r\n".encode())
     return npy, multipart, f"multipart/form-data; boundary={boundary}"
-
-
-def single_and_batched(
-    url: str, npy: Path, *, requests: int, single_body: tuple[Path, str] = (PNG, "image/png"),
-    batch_content_type: str = "application/x-npy",
-) -> tuple[LoadResult, LoadResult]:  # fmt: skip
-    """One PNG per request (64 connections, ``requests`` of them), then 256-image .npy bodies
-    (4 connections, 5 s), against one server; both must answer 2xx throughout. ``single_body`` and
-    ``npy`` with ``batch_content_type`` send other bodies instead (multipart forms, say)."""
-    body, content_type = single_body
-    single = run_wrk_for_requests(url, body, requests=requests, content_type=content_type, connections=64)
-    batched = run_wrk(url, npy, content_type=batch_content_type, accept="application/x-npy", connections=4, seconds=5)
-    assert single.non_2xx == batched.non_2xx == 0 and single.socket_errors == 0, (url, single, batched)
-    return single, batched

@@ -1,4 +1,4 @@
-"""``python -m service --host H --port P``: serve the app under uvicorn.
+"""``python -m service --host H --port P``: serve the app under uvicorn (``service.main:create_app``).
 
 Other settings come from ``MNIST_AE_*`` environment variables (see service/settings.py).
 """
@@ -14,7 +14,7 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
-from service.checkpoint import CheckpointError, load_checkpoint
+from service.main import StartupError, create_app, load_model
 from service.settings import describe_settings_error, get_settings
 from service.state import ServiceState
 
@@ -72,13 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"error: cannot start: {describe_settings_error(exc)}", file=sys.stderr)  # noqa: T201
         return 2
-    try:  # fail in one clear line, before uvicorn starts, if the checkpoint is unusable
-        load_checkpoint(settings.checkpoint, allow_seed_format=False)
-    except CheckpointError as exc:
-        print(f"error: cannot start: {exc}", file=sys.stderr)  # noqa: T201 (before logging exists)
+    try:  # fail in one clear line, before uvicorn starts, if the checkpoint is unusable; loaded once
+        checkpoint = load_model(settings)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201 (before logging exists)
         return 2
-
-    from service.main import app  # builds the app from the same settings
+    app = create_app(settings, checkpoint=checkpoint)
 
     config = uvicorn.Config(
         app,

@@ -14,13 +14,14 @@ from service.state import ServiceState
 
 # documents the scheme in OpenAPI (Swagger's "Authorize" button); the check is check_api_key
 BEARER = HTTPBearer(auto_error=False, description="the API key, when the service is configured with one")
+SECURITY_SCHEME_NAME = BEARER.scheme_name  # "HTTPBearer": what operations name in their "security"
 
 
-def check_api_key(request: Request, api_key: SecretStr | None) -> None:
-    """Raise 401 unless ``api_key`` is unset or the request carries it as a bearer token."""
+def check_api_key(authorization: str | None, api_key: SecretStr | None) -> None:
+    """Raise 401 unless ``api_key`` is unset or the Authorization header carries it as a bearer token."""
     if api_key is None:
         return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    scheme, _, token = (authorization or "").partition(" ")
     given = token.strip().encode() if scheme.lower() == "bearer" else b""
     # compare_digest takes the same time wherever the strings differ: no timing oracle for the key
     if not hmac.compare_digest(given, api_key.get_secret_value().encode()):
@@ -32,6 +33,6 @@ def check_api_key(request: Request, api_key: SecretStr | None) -> None:
 async def require_api_key(
     request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
 ) -> None:
-    """The same check as a dependency, for routes outside the inference path (/model)."""
+    """The same check as a FastAPI dependency, for /model."""
     state: ServiceState = request.app.state.service
-    check_api_key(request, state.settings.api_key)
+    check_api_key(request.headers.get("authorization"), state.settings.api_key)

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.aio import timeout
 from service.errors import InferenceFailed, NotReady, Overloaded
 from service.inference import Op, Predictor
 from service.metrics import Metrics
@@ -38,7 +37,7 @@ Result = tuple[np.ndarray, ...]
 @dataclass(eq=False)
 class _Job:
     op: Op
-    inputs: np.ndarray  # (n, ...) float32, or uint8 image intensities
+    inputs: np.ndarray  # (n, ...) float32
     future: asyncio.Future[Result]
     enqueued_at: float = field(default_factory=time.perf_counter)
 
@@ -74,7 +73,6 @@ class MicroBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        # kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() syscall (a fork check)
         self._loop = asyncio.get_running_loop()
         self._worker = self._loop.create_task(self._run(), name="micro-batcher")
 
@@ -119,7 +117,7 @@ class MicroBatcher:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
             drained = True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             drained = False
             log.warning("shutdown: %d queued images not processed within %.1f s", self._queued_images, timeout_s)
         if self._worker is not None:
@@ -153,7 +151,7 @@ class MicroBatcher:
                 return
             self._wakeup.clear()
             try:
-                async with timeout(remaining):
+                async with asyncio.timeout(remaining):
                     await self._wakeup.wait()
             except TimeoutError:
                 return
@@ -176,16 +174,13 @@ class MicroBatcher:
         return jobs
 
     async def _execute(self, jobs: list[_Job]) -> None:
-        now = time.perf_counter()
+        # once per batch, not per request: the wait of its oldest request, the longest in it
+        self.metrics.queue_wait.observe(time.perf_counter() - jobs[0].enqueued_at)
+        by_op: dict[Op, list[_Job]] = {}  # one forward pass per operation
         for job in jobs:
-            self.metrics.queue_wait.observe(now - job.enqueued_at)
-        # one pass per operation and input dtype: single PNGs come as uint8, which the predictor
-        # scales itself, and everything else as float32; concatenating the two would not scale them
-        by_kind: dict[tuple[Op, np.dtype[np.generic]], list[_Job]] = {}
-        for job in jobs:
-            by_kind.setdefault((job.op, job.inputs.dtype), []).append(job)
+            by_op.setdefault(job.op, []).append(job)
         loop = asyncio.get_running_loop()
-        for (op, _), group in by_kind.items():
+        for op, group in by_op.items():
             inputs = group[0].inputs if len(group) == 1 else np.concatenate([j.inputs for j in group])
             started = time.perf_counter()
             try:

@@ -18,7 +18,7 @@ import io
 import json
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,10 @@ class Checkpoint:
     @property
     def config(self) -> ModelConfig:
         return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -129,7 +133,7 @@ def save_checkpoint(
         "metrics": metrics or {},
         "torch_version": torch.__version__,
         "git_commit": source_commit or git_commit(),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     atomic_write_bytes(weights_path, blob)
     atomic_write_bytes(metadata_path_for(weights_path), (json.dumps(metadata, indent=2) + "\n").encode())

@@ -11,10 +11,9 @@ channels (one per phase), followed by ``pixel_shuffle``, which puts each phase w
     conv(upsample(x), w)  ==  pixel_shuffle(conv(x, fold(w)), 2)        # (N,C,h,w) -> (N,O,2h,2w)
 
 exactly, up to float rounding (the folded kernel sums weights the original applied to equal
-pixels): within 1e-6 of the trained model's output on the shipped weights (tests/test_folding.py).
-On 2 CPU cores the decoder runs ~1.7x faster, a 256-image reconstruction 1.1-1.5x, and the server's
-256-image requests 1.10x (BENCHMARKS.md: the raw rows of bench.serving, and bench.levers with
-MNIST_AE_FOLD_UPSAMPLING=false).
+pixels): within float rounding of the trained model's output (tests/test_folding.py,
+tests/test_inference.py). On 2 CPU cores a reconstruction runs 1.2x faster from batches of 32 on,
+and the server's 256-image requests 1.10x (docs/decisions.md).
 """
 
 from __future__ import annotations

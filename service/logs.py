@@ -71,10 +71,3 @@ def configure_logging(level: str, fmt: str) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
-    # Every request makes a record (the access log), and neither formatter prints where a record
-    # came from or which thread or process made it; without these, LogRecord skips a stack walk
-    # for the caller and a getpid() syscall per record (the logging HOWTO's "Optimization").
-    logging._srcfile = None  # no findCaller: funcName/lineno stay unset
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False

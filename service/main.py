@@ -1,5 +1,12 @@
-"""The ASGI app: ``service.main:app``. ``create_app(settings)`` builds one; the lifespan loads the
-checkpoint once, warms the model up in the background, and drains the batcher on shutdown."""
+"""The ASGI app. ``create_app(settings)`` builds one; nothing is built at import time.
+
+    python -m service                                   # the usual way (service/__main__.py)
+    uvicorn --factory service.main:create_app           # or any ASGI server, as a factory
+
+The lifespan loads the checkpoint once (unless ``python -m service`` already did, to fail in one
+line before the server starts), warms the model up in the background, and drains the batcher
+on shutdown.
+"""
 
 from __future__ import annotations
 
@@ -9,63 +16,63 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import start_http_server
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.access import BEARER, SECURITY_SCHEME_NAME
 from service.batcher import MicroBatcher
-from service.checkpoint import CheckpointError, load_checkpoint
+from service.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from service.device import resolve_device
+from service.endpoints import ENDPOINTS, openapi_paths
 from service.errors import install_error_handlers
-from service.hot_path import InferenceHotPath
 from service.inference import Predictor
 from service.logs import configure_logging
-from service.memory import drop_cuda_library_pages, keep_freed_blocks, limit_malloc_arenas, release_free_memory
+from service.memory import drop_cuda_library_pages, keep_freed_blocks, resident_bytes
 from service.metrics import Metrics
-from service.middleware import RequestContextMiddleware
-from service.routes import inference, noop, ops
+from service.request_layer import RequestLayer
+from service.routes import ops
 from service.settings import Settings, get_settings, unknown_settings
 from service.state import ServiceState, Serving
 
 log = logging.getLogger("service")
 
 DRAIN_TIMEOUT_S = 20.0
-MALLOC_ARENAS = 2  # the event loop's and the inference thread's
 
 
 class StartupError(RuntimeError):
     """The service cannot start; the message is the one line an operator needs."""
 
 
-def load_model(state: ServiceState) -> Predictor:
-    """Load and verify the checkpoint onto the configured device (raises StartupError)."""
-    settings = state.settings
+def load_model(settings: Settings) -> Checkpoint:
+    """Load and verify the configured checkpoint onto the configured device (raises StartupError)."""
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     try:
-        state.device = resolve_device(settings.device)
-        state.checkpoint = load_checkpoint(settings.checkpoint, device=state.device, allow_seed_format=False)
+        return load_checkpoint(settings.checkpoint, device=resolve_device(settings.device), allow_seed_format=False)
     except (CheckpointError, ValueError) as exc:
         raise StartupError(f"cannot start: {exc}") from None
-    log.info(
-        "loaded %s (sha256 %s) on %s", state.checkpoint.path, state.checkpoint.sha256[:12], state.device,
-        extra={"recorded_metrics": state.checkpoint.metrics},
-    )  # fmt: skip
-    return Predictor(
-        state.checkpoint.model, state.device, graph_mode=settings.graph_mode, fold_upsampling=settings.fold_upsampling
-    )
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
     settings = state.settings
-    limit_malloc_arenas(MALLOC_ARENAS)  # before the inference and warm-up threads exist
-    if settings.keep_freed_blocks:
-        keep_freed_blocks()  # no fresh pages, and their page faults, for every batch
-    predictor = load_model(state)
+    # each batch reuses the memory the previous one freed instead of faulting in fresh pages:
+    # 1.12x images/s on 256-image requests (docs/decisions.md)
+    keep_freed_blocks()
+    checkpoint = state.checkpoint or load_model(settings)
+    state.checkpoint = checkpoint
+    device = checkpoint.device
+    log.info(
+        "loaded %s (sha256 %s) on %s", checkpoint.path, checkpoint.sha256[:12], device,
+        extra={"recorded_metrics": checkpoint.metrics},
+    )  # fmt: skip
+    predictor = Predictor(checkpoint.model, device)
     batcher = MicroBatcher(
         predictor, max_batch_images=settings.max_batch_images, max_wait_s=settings.max_wait_ms / 1000,
         max_queue_images=settings.max_queue_images, metrics=state.metrics,
@@ -75,16 +82,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     async def warm_up() -> None:
         seconds = await asyncio.to_thread(predictor.warmup, settings.warmup_batches, settings.max_batch_images)
-        if settings.gc_freeze:
-            # everything allocated so far (torch, FastAPI, the model) lives as long as the process:
-            # freezing it keeps full collections from walking it again, pauses of ~100 ms under load
-            gc.collect()
-            gc.freeze()
-        release_free_memory()  # what loading and the warm-up batches left behind
-        if settings.drop_cuda_code and state.device is not None and state.device.type != "cuda":
-            dropped = drop_cuda_library_pages()
-            if dropped:
-                log.info("serving from the CPU: %.0f MB of CUDA library code paged out", dropped / 2**20)
+        # everything allocated so far (torch, FastAPI, the model) lives as long as the process:
+        # frozen, full collections no longer walk it (p99 105 ms without, docs/decisions.md)
+        gc.collect()
+        gc.freeze()
+        if device.type == "cpu":  # a CUDA build of torch: its GPU code is ~140 MB of resident memory
+            before = resident_bytes()
+            if drop_cuda_library_pages():
+                freed = (before - resident_bytes()) / 2**20
+                log.info("serving from the CPU: CUDA library code paged out, %.0f MB less resident memory", freed)
         state.set_ready(True)
         log.info("ready: warm-up took %.3f s", seconds)
 
@@ -107,40 +113,55 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("stopped (%s)", "all accepted requests answered" if drained else "drain timed out")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class ServiceApp(FastAPI):
+    """A FastAPI app whose ASGI entry point is the request layer (service/request_layer.py): every
+    request passes it first, the inference endpoints are answered there, and the rest goes on to
+    FastAPI (CORS, when configured, wraps them all)."""
+
+    def __init__(self, state: ServiceState, **kwargs: Any) -> None:
+        super().__init__(lifespan=lifespan, **kwargs)
+        self.state.service = state
+        install_error_handlers(self)
+        entry: ASGIApp = RequestLayer(super().__call__, state=state, endpoints=ENDPOINTS)
+        if state.settings.cors_origins:
+            entry = CORSMiddleware(
+                entry, allow_origins=state.settings.cors_origins, allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+                expose_headers=["X-Request-ID", "X-Reconstruction-MSE"],
+            )  # fmt: skip
+        self._entry = entry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document of its own routes, with the inference endpoints' (service/endpoints.py)."""
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        document = super().openapi()  # cached by FastAPI as self.openapi_schema: completed in place
+        paths, schemas = openapi_paths(ENDPOINTS)
+        document["paths"] = {**paths, **document.get("paths", {})}
+        components = document.setdefault("components", {})
+        components["schemas"] = {**components.get("schemas", {}), **schemas}
+        scheme = BEARER.model.model_dump(mode="json", by_alias=True, exclude_none=True)
+        components.setdefault("securitySchemes", {})[SECURITY_SCHEME_NAME] = scheme
+        return document
+
+
+def create_app(settings: Settings | None = None, *, checkpoint: Checkpoint | None = None) -> ServiceApp:
+    """The app, for ``settings`` (default: from the environment); ``checkpoint``, when given, is
+    served instead of loading the configured one again."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
     for line in unknown_settings(os.environ):
         log.warning(line)
-    app = FastAPI(
+    app = ServiceApp(
+        ServiceState(settings=settings, metrics=Metrics(), checkpoint=checkpoint),
         title="MNIST autoencoder service",
         version="0.1.0",
         summary="Encode 28x28 digits to 16x7x7 latent codes, decode them, and score reconstructions.",
-        lifespan=lifespan,
     )
-    metrics = Metrics()
-    app.state.service = ServiceState(settings=settings, metrics=metrics)
-    install_error_handlers(app)
-    if settings.hot_path:  # added first, so innermost: inside the request-id, body-limit, metrics and CORS layers
-        hot_routes = [*inference.router.routes, *(noop.router.routes if settings.enable_noop_route else ())]
-        app.add_middleware(InferenceHotPath, routes=hot_routes, state=app.state.service)
-    app.add_middleware(
-        RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
-        body_timeout_s=settings.body_timeout_s,
-    )  # fmt: skip
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "X-Reconstruction-MSE"],
-        )  # fmt: skip
-    app.include_router(inference.router)
     app.include_router(ops.router)
     if settings.metrics_port is None:
         app.include_router(ops.metrics_router)
-    if settings.enable_noop_route:
-        app.include_router(noop.router)
     return app
-
-
-app = create_app()

@@ -1,15 +1,10 @@
 """glibc malloc tuning for a long-running server; no-ops where the C library is not glibc.
 
-- Fewer arenas: glibc gives every thread that allocates its own arena (up to 8 per core), each
-  keeping freed memory for itself; the event loop, the inference thread and torch's workers
-  share two here.
-- After warm-up, hand back to the OS what start-up and the warm-up batches freed.
-Together about 15-20 MB less resident memory under load, measured on this service.
 - Freed blocks kept for reuse: a 256-image forward pass allocates and frees ~20 MB of activations
   in blocks of up to ~6 MB. glibc maps blocks over its (moving) mmap threshold afresh and unmaps
   them on free, and trims the heap top past its trim threshold, so each pass could take hundreds
   of page faults on zeroed pages (280-480 per 256-image pass measured here). Fixed thresholds
-  keep those blocks in the heap for the next pass (bench/page_faults.py).
+  keep those blocks in the heap for the next pass (docs/decisions.md).
 
 And one for the CUDA build of torch on a machine that serves from the CPU: ``import torch`` maps
 cuBLAS, cuDNN, NVRTC and the rest (about 2 GB) and their start-up reads ~140 MB of that code into
@@ -27,8 +22,7 @@ from collections.abc import Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
-_M_ARENA_MAX = -8  # mallopt parameters, from glibc's malloc.h
-_M_MMAP_THRESHOLD = -3
+_M_MMAP_THRESHOLD = -3  # mallopt parameters, from glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
 # blocks up to this size come from the heap: above the largest activation of a 1024-image pass
 # ((1024,8,28,28) float32, 25.7 MB), and the most glibc takes on 64-bit (HEAP_MAX_SIZE / 2)
@@ -55,12 +49,6 @@ def _glibc() -> ctypes.CDLL | None:
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
-def limit_malloc_arenas(arenas: int) -> bool:
-    """At most ``arenas`` malloc arenas from now on (call it before threads start)."""
-    libc = _glibc()
-    return bool(libc is not None and libc.mallopt(_M_ARENA_MAX, arenas) == 1)
-
-
 def keep_freed_blocks(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES) -> bool:
     """Serve blocks up to ``mmap_threshold`` bytes from the heap, and keep up to ``trim_threshold``
     free at its top, so that each batch reuses the pages the previous one freed."""
@@ -70,12 +58,6 @@ def keep_freed_blocks(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold
         and libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1
         and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1
     )
-
-
-def release_free_memory() -> bool:
-    """Return the free parts of the heap to the OS (``malloc_trim``)."""
-    libc = _glibc()
-    return bool(libc is not None and libc.malloc_trim(0) == 1)
 
 
 def cuda_library_ranges(maps_lines: Iterable[str]) -> Iterator[tuple[int, int]]:
@@ -104,7 +86,8 @@ def resident_bytes() -> int:
 
 
 def drop_cuda_library_pages() -> int:
-    """Ask the kernel to page out the CUDA libraries' code; returns the bytes of RSS that went.
+    """Ask the kernel to page out the CUDA libraries' code; returns the bytes of mappings it was
+    asked to page out (0 with a CPU build of torch, or where the C library is not glibc).
 
     Only for a process that will not use CUDA: call it once the model runs on the CPU. Pages that
     another process also maps stay (the kernel skips them), so the gain is per process.
@@ -119,9 +102,8 @@ def drop_cuda_library_pages() -> int:
         return 0
     madvise = libc.madvise
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    before = resident_bytes()
     for start, end in ranges:
         if madvise(start, end - start, _MADV_PAGEOUT) != 0:
             log.debug("madvise(MADV_PAGEOUT) refused; kernel older than 5.4?")
             return 0
-    return max(0, before - resident_bytes())
+    return sum(end - start for start, end in ranges)

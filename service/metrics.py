@@ -42,14 +42,18 @@ class Metrics:
             "mnist_ae_http_request_duration_seconds", "Time to answer a request", ["route"], buckets=LATENCY_BUCKETS,
             registry=r,
         )  # fmt: skip
-        self.in_flight = Gauge("mnist_ae_http_requests_in_flight", "Requests being handled now", registry=r)
+        self.in_flight = 0  # requests being handled now: a plain count, read at scrape time
+        Gauge("mnist_ae_http_requests_in_flight", "Requests being handled now", registry=r).set_function(
+            lambda: self.in_flight
+        )
         self.batch_images = Histogram(
             "mnist_ae_batch_size_images", "Images (or latents) per forward pass", ["op"], buckets=BATCH_BUCKETS,
             registry=r,
         )  # fmt: skip
         self.queue_wait = Histogram(
-            "mnist_ae_queue_wait_seconds", "Time a request waited in the batch queue", buckets=WAIT_BUCKETS, registry=r
-        )
+            "mnist_ae_queue_wait_seconds", "Per batch: how long its oldest request waited in the queue",
+            buckets=WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
         self.inference_seconds = Histogram(
             "mnist_ae_inference_duration_seconds", "Time of one forward pass", ["op"], buckets=LATENCY_BUCKETS,
             registry=r,

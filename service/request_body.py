@@ -1,4 +1,4 @@
-"""HTTP request bodies -> model-ready arrays, by Content-Type.
+"""HTTP request bodies (bytes, already read within the limits) -> model-ready arrays, by Content-Type.
 
 Images (for /encode and /reconstruct) come as multipart files, one raw image body, JSON
 ``{"images": [...]}`` or a ``.npy`` array; latents (for /decode) as JSON ``{"latents": ...}``
@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from functools import partial
 
 import numpy as np
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.codecs.arrays import check_count, images_from_array, latents_from_array
-from service.codecs.images import decode_image, decode_images, decode_pixels
+from service.codecs.images import decode_image, decode_images
 from service.codecs.multipart import parse_form_data
 from service.codecs.npy import NPY_MEDIA_TYPE, read_npy
 from service.errors import APIError, InvalidInput, MalformedBody, PayloadTooLarge, UnsupportedMediaType
@@ -37,42 +36,39 @@ ImageDecoder = Callable[..., np.ndarray]  # decode_image with the limits bound: 
 BatchDecoder = Callable[[Iterable[tuple[bytes, str]]], np.ndarray]  # decode_images, the same limits bound
 
 
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
 
 
-async def read_images(request: Request, settings: Settings, *, size: int, resize: bool) -> np.ndarray:
-    """The request's images as (N,size,size) float32 in [0,1], or uint8 intensities (0-255) for
-    one plain 8-bit grayscale image body (``decode_pixels``: the predictor scales those itself)."""
-    kind = media_type(request)
-    max_pixels, fast_png = settings.max_image_pixels, settings.fast_png
-    pixels: ImageDecoder = partial(decode_pixels, size=size, max_pixels=max_pixels, resize=resize, fast_png=fast_png)
-    decode: ImageDecoder = partial(decode_image, size=size, max_pixels=max_pixels, resize=resize, fast_png=fast_png)
-    decode_batch: BatchDecoder = partial(
-        decode_images, size=size, max_pixels=max_pixels, resize=resize, fast_png=fast_png
-    )
+async def read_images(body: bytes, content_type: str, settings: Settings, *, size: int, resize: bool) -> np.ndarray:
+    """The request's images as (N,size,size) float32 in [0,1]."""
+    kind = media_type(content_type)
+    max_pixels = settings.max_image_pixels
+    decode: ImageDecoder = partial(decode_image, size=size, max_pixels=max_pixels, resize=resize)
+    decode_batch: BatchDecoder = partial(decode_images, size=size, max_pixels=max_pixels, resize=resize)
     if kind == "multipart/form-data":
-        return await _multipart_images(request, settings, decode, decode_batch)
+        return await _multipart_images(body, content_type, settings, decode, decode_batch)
     if kind.startswith("image/"):
-        return pixels(await _body(request), what="body")[None]
+        return decode(_nonempty(body), what="body")[None]
     if kind == "application/json":
-        return _json_images(await _body(request), settings, decode, decode_batch, size=size, resize=resize)
+        return _json_images(_nonempty(body), settings, decode, decode_batch, size=size, resize=resize)
     if kind in _NPY_TYPES:
-        body = await _body(request)
+        _nonempty(body)
         if kind == "application/octet-stream" and not body.startswith(_NPY_MAGIC):
-            return pixels(body, what="body")[None]  # sniffed: an image sent as octet-stream
+            return decode(body, what="body")[None]  # sniffed: an image sent as octet-stream
         array = read_npy(body, max_elements=settings.max_images_per_request * settings.max_image_pixels)
         return images_from_array(array, size=size, resize=resize, max_images=settings.max_images_per_request)
     raise _unsupported(kind, IMAGE_CONTENT_TYPES)
 
 
-async def read_latents(request: Request, settings: Settings, *, latent_shape: tuple[int, int, int]) -> np.ndarray:
+def read_latents(
+    body: bytes, content_type: str, settings: Settings, *, latent_shape: tuple[int, int, int]
+) -> np.ndarray:
     """The request's latent codes as (N,C,h,w) float32."""
-    kind = media_type(request)
+    kind = media_type(content_type)
     if kind == "application/json":
-        body = await _body(request)
         try:
-            parsed = LatentsRequest.model_validate_json(body)
+            parsed = LatentsRequest.model_validate_json(_nonempty(body))
         except ValidationError as exc:
             raise _from_validation(exc) from None
         try:
@@ -80,36 +76,32 @@ async def read_latents(request: Request, settings: Settings, *, latent_shape: tu
         except ValueError:
             raise InvalidInput("latents: nested lists have uneven lengths; expected (16,7,7) or (N,16,7,7)") from None
     elif kind in _NPY_TYPES:
-        array = read_npy(
-            await _body(request), max_elements=settings.max_images_per_request * int(np.prod(latent_shape))
-        )
+        array = read_npy(_nonempty(body), max_elements=settings.max_images_per_request * int(np.prod(latent_shape)))
     else:
         raise _unsupported(kind, LATENT_CONTENT_TYPES)
     return latents_from_array(array, latent_shape=latent_shape, max_latents=settings.max_images_per_request)
 
 
-async def _body(request: Request) -> bytes:
-    body = await request.body()  # the middleware enforces the size limit while this streams in
+def _nonempty(body: bytes) -> bytes:
     if not body:
         raise MalformedBody("the request body is empty")
     return body
 
 
 async def _multipart_images(
-    request: Request, settings: Settings, decode: ImageDecoder, decode_batch: BatchDecoder
+    body: bytes, content_type: str, settings: Settings, decode: ImageDecoder, decode_batch: BatchDecoder
 ) -> np.ndarray:
     limit = settings.max_images_per_request
     # the body is in memory anyway (MAX_BODY_BYTES): plain forms are cut at their boundaries
     # directly, anything else goes to Starlette's streaming parser, which reads the same bytes
-    body = await request.body()
-    parts = parse_form_data(body, request.headers.get("content-type", ""), max_parts=limit + _MAX_FORM_FIELDS)
+    parts = parse_form_data(body, content_type, max_parts=limit + _MAX_FORM_FIELDS)
     if parts is None:
-        return await _starlette_multipart_images(request, limit, decode)
+        return await _starlette_multipart_images(body, content_type, limit, decode)
     files = [part for part in parts if part.filename is not None]
     if len(files) > limit:
         raise _too_many_files(limit)
     if len(parts) - len(files) > _MAX_FORM_FIELDS:
-        return await _starlette_multipart_images(request, limit, decode)  # its own words for it
+        return await _starlette_multipart_images(body, content_type, limit, decode)  # its own words for it
     if not files:
         raise _no_files([part.name for part in parts])
     return decode_batch(
@@ -117,13 +109,18 @@ async def _multipart_images(
     )
 
 
-async def _starlette_multipart_images(request: Request, limit: int, decode: ImageDecoder) -> np.ndarray:
+async def _starlette_multipart_images(body: bytes, content_type: str, limit: int, decode: ImageDecoder) -> np.ndarray:
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(Headers({"content-type": content_type}), stream(), max_files=limit,
+                             max_fields=_MAX_FORM_FIELDS)  # fmt: skip
     try:  # it stops at its limits (the body itself is in memory already, bounded by MAX_BODY_BYTES)
-        form = await request.form(max_files=limit, max_fields=_MAX_FORM_FIELDS)
-    except HTTPException as exc:
-        if "Too many files" in str(exc.detail):
+        form = await parser.parse()
+    except MultiPartException as exc:
+        if "Too many files" in exc.message:
             raise _too_many_files(limit) from None
-        raise MalformedBody(f"malformed multipart body: {exc.detail}") from None
+        raise MalformedBody(f"malformed multipart body: {exc.message}") from None
     try:
         files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
         if not files:

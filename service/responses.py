@@ -21,7 +21,7 @@ from service.http_json import json_response
 MSE_HEADER = "X-Reconstruction-MSE"
 
 
-class OutputFormat(str, enum.Enum):
+class OutputFormat(enum.StrEnum):
     json = "json"
     png = "png"
     npy = "npy"

@@ -33,27 +33,6 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:1")
     warmup_batches: int = Field(3, ge=0, le=100, description="forward passes run before readiness turns true")
     torch_threads: int = Field(0, ge=0, le=256, description="intra-op threads for the forward pass; 0: torch's default")
-    graph_mode: Literal["trace", "eager"] = Field(
-        "trace", description="trace: each operation runs as one traced graph, without the GIL; eager: plain PyTorch"
-    )
-    fold_upsampling: bool = Field(
-        True, description="run the decoder with each 2x upsampling folded into the conv after it: same function, faster"
-    )
-    gc_freeze: bool = Field(True, description="after warm-up, exempt start-up objects from garbage collection")
-    keep_freed_blocks: bool = Field(
-        True, description="glibc: keep the blocks a batch frees for the next one instead of mapping fresh pages"
-    )
-    drop_cuda_code: bool = Field(
-        True, description="serving from the CPU with a CUDA build of torch: page out its unused CUDA libraries"
-    )
-
-    # request path
-    hot_path: bool = Field(
-        True, description="serve /encode, /decode, /reconstruct straight from ASGI; false: through FastAPI's router"
-    )
-    fast_png: bool = Field(
-        True, description="decode plain 8-bit grayscale PNGs with libspng (pyspng) when installed; false: Pillow only"
-    )
 
     # micro-batching
     max_batch_images: int = Field(256, ge=1, le=65536, description="images gathered into one forward pass")
@@ -93,12 +72,12 @@ class Settings(BaseSettings):
         0.0, ge=0, le=300, description="after SIGTERM, keep serving this long with /readyz at 503, then stop"
     )
 
-    # benchmarks
-    enable_noop_route: bool = Field(False, description="mount POST /noop, which only reads the body (HTTP's cost)")
-
     # logs
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    access_log: Literal["all", "errors", "off"] = Field(
+        "errors", description="one log line per request: all of them, errors only (status >= 400), or none"
+    )
 
 
 def unknown_settings(environ: Mapping[str, str]) -> list[str]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from service.batcher import MicroBatcher
 from service.checkpoint import Checkpoint
 from service.metrics import Metrics
@@ -27,7 +25,6 @@ class ServiceState:
     settings: Settings
     metrics: Metrics
     checkpoint: Checkpoint | None = None
-    device: torch.device | None = None
     serving: Serving | None = None  # set once the model is loaded
     ready: bool = False  # loaded and warmed up
     draining: bool = False  # shutting down: finishing accepted requests, taking no new ones

@@ -1,5 +1,8 @@
 """Shared fixtures: tiny checkpoints in tmp_path, the real MNIST test set fetched once, and the
-service running in-process (ASGI transport, lifespan included)."""
+service running in-process (ASGI transport, lifespan included) or as a real uvicorn process.
+
+Tests marked ``integration`` (or using the MNIST or live-server fixtures, which marks them) reach
+outside the process; ``make test-fast`` runs the others, offline, in well under a minute."""
 
 from __future__ import annotations
 
@@ -19,15 +22,25 @@ import torch
 from fastapi import FastAPI
 from PIL import Image
 
-from bench.harness import LiveServer, start_server, stop_server
 from service.checkpoint import save_checkpoint
 from service.main import create_app
 from service.model import AutoEncoder
 from service.settings import Settings
+from tests.harness import LiveServer, start_server, stop_server
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / "data"
 SHIPPED_WEIGHTS = REPO / "weights" / "autoencoder.safetensors"
+
+
+# fixtures that reach outside the process: a test using one is an integration test, whatever it says
+_INTEGRATION_FIXTURES = {"mnist_dir", "mnist_test", "test_digits", "live_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture

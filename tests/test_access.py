@@ -8,9 +8,9 @@ import httpx
 import pytest
 import torch
 
-from bench.harness import free_port
 from service.main import StartupError, create_app
 from tests.conftest import image_file, in_process, service_settings
+from tests.harness import free_port
 
 pytestmark = pytest.mark.anyio
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
 from pathlib import Path
 
 import httpx
@@ -259,9 +260,8 @@ async def test_readiness_waits_for_the_warm_up(tiny_checkpoint: Path, monkeypatc
         assert (await client.get("/readyz")).json() == {"ready": True, "status": "ready"}
 
 
-@pytest.mark.parametrize(("device", "setting", "expected_calls"), [("cpu", True, 1), ("cpu", False, 0)])
 async def test_cuda_code_is_paged_out_once_warm_when_serving_from_the_cpu(
-    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, device: str, setting: bool, expected_calls: int
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[bool] = []
 
@@ -270,10 +270,10 @@ async def test_cuda_code_is_paged_out_once_warm_when_serving_from_the_cpu(
         return 0
 
     monkeypatch.setattr("service.main.drop_cuda_library_pages", fake_drop)
-    app = create_app(service_settings(tiny_checkpoint, device=device, drop_cuda_code=setting))
+    app = create_app(service_settings(tiny_checkpoint, device="cpu"))
     async with app.router.lifespan_context(app):
         await wait_until_ready(app)
-    assert calls == [False] * expected_calls
+    assert calls == [False]
 
 
 async def test_openapi_documents_every_endpoint_with_working_examples(api: httpx.AsyncClient) -> None:
@@ -290,3 +290,64 @@ async def test_openapi_documents_every_endpoint_with_working_examples(api: httpx
     assert "multipart/form-data" in spec["paths"]["/encode"]["post"]["requestBody"]["content"]
     docs = await api.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+async def test_documented_query_parameters_are_the_ones_served(api: httpx.AsyncClient) -> None:
+    """The declaration that serves a route writes its OpenAPI: every documented parameter and value
+    is taken, and a value outside the documented ones is refused with 422."""
+    spec = (await api.get("/openapi.json")).json()
+    body = {"content": image_file(DIGITS[0]), "headers": {"content-type": "image/png"}}
+    latent = {"json": {"latents": np.zeros((16, 7, 7)).tolist()}}
+    routes = {"/encode": {"format", "resize"}, "/reconstruct": {"format", "resize"}, "/decode": {"format"}}
+    for path, names in routes.items():
+        parameters = spec["paths"][path]["post"]["parameters"]
+        assert {p["name"] for p in parameters} == names, path
+        request = latent if path == "/decode" else body
+        for parameter in parameters:
+            schema = parameter["schema"]
+            values = schema.get("enum") or (["true", "false"] if schema["type"] == "boolean" else [])
+            assert values, parameter
+            for value in values:
+                response = await api.post(path, params={parameter["name"]: value}, **request)  # type: ignore[arg-type]
+                assert response.status_code == 200, (path, parameter["name"], value, response.text)
+            refused = await api.post(path, params={parameter["name"]: "bogus"}, **request)  # type: ignore[arg-type]
+            assert refused.status_code == 422 and parameter["name"] in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("setting", "logged"), [("all", {200, 404}), ("errors", {404}), ("off", set())])
+async def test_the_access_log_setting(tiny_checkpoint: Path, setting: str, logged: set[int]) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    app = create_app(service_settings(tiny_checkpoint, access_log=setting))  # configures logging: then listen
+    access = logging.getLogger("service.access")
+    keep = Keep()
+    access.addHandler(keep)
+    async with app.router.lifespan_context(app):
+        await wait_until_ready(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            assert (await client.post("/reconstruct", content=image_file(DIGITS[0]),
+                                      headers={"content-type": "image/png"})).status_code == 200  # fmt: skip
+            assert (await client.get("/nope")).status_code == 404
+    access.removeHandler(keep)
+    assert {record.status for record in records} == logged  # type: ignore[attr-defined]
+
+
+async def test_a_given_checkpoint_is_served_without_loading_it_again(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m service` loads the checkpoint once, before uvicorn starts, and hands it over."""
+    checkpoint = load_checkpoint(tiny_checkpoint)
+
+    def no_second_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the checkpoint was loaded again")
+
+    monkeypatch.setattr("service.main.load_checkpoint", no_second_load)
+    app = create_app(service_settings(tiny_checkpoint), checkpoint=checkpoint)
+    async with app.router.lifespan_context(app):
+        await wait_until_ready(app)
+        assert app.state.service.checkpoint is checkpoint

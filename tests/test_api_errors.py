@@ -169,7 +169,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str]] = [
      406, "not_acceptable", "text/html"),
     # routing
     ("unknown-path", "GET", "/nope", {}, 404, "not_found", "Not Found"),
-    ("wrong-method", "GET", "/encode", {}, 405, "method_not_allowed", "Method Not Allowed"),
+    ("wrong-method", "GET", "/encode", {}, 405, "method_not_allowed", "/encode takes POST"),
     # body limits (this app allows 64 KiB)
     ("declared-body-too-large", "POST", "/encode", {"content": b"x" * 70_000, "headers": PNG}, 413,
      "payload_too_large", "over the limit of 65536 bytes"),

@@ -94,24 +94,6 @@ async def test_operations_are_batched_separately() -> None:
     await batcher.close(5)
 
 
-async def test_uint8_and_float_inputs_run_in_separate_passes() -> None:
-    """Single PNGs arrive as uint8 intensities, everything else as floats: one concatenation of
-    both would turn 255 into 255.0, so each dtype gets its own pass, and its own rows back."""
-    predictor = RecordingPredictor()
-    batcher = make(predictor, max_wait_s=0.05)
-    as_uint8 = np.full((1, 28, 28), 7, dtype=np.uint8)
-    outs = await asyncio.gather(
-        batcher.submit(Op.RECONSTRUCT, images(0.5)),
-        batcher.submit(Op.RECONSTRUCT, as_uint8),
-        batcher.submit(Op.RECONSTRUCT, images(0.25)),
-        batcher.submit(Op.RECONSTRUCT, as_uint8),
-    )
-    assert sorted(rows for _, rows in predictor.batches) == [[0.5, 0.25], [7.0, 7.0]]
-    assert [out[0].dtype for out in outs] == [np.float32, np.uint8, np.float32, np.uint8]  # the stand-in doubles
-    np.testing.assert_array_equal(outs[1][0], np.full((1, 28, 28), 14, np.uint8))
-    await batcher.close(5)
-
-
 async def test_a_failing_batch_fails_only_its_own_requests_and_the_worker_recovers() -> None:
     predictor = RecordingPredictor()
     batcher = make(predictor, max_batch_images=1)  # one request per batch

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench.harness import LiveServer
 from service.checkpoint import load_checkpoint
 from service.client import AsyncAutoencoderClient, AutoencoderClient, ServiceError
 from tests.conftest import SHIPPED_WEIGHTS
+from tests.harness import LiveServer
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 def expected(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

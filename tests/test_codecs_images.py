@@ -10,7 +10,6 @@ from service.codecs import images
 from service.codecs.images import (
     decode_image,
     decode_images,
-    decode_pixels,
     decode_with_pillow,
     latent_picture,
     png_bytes,
@@ -38,21 +37,6 @@ def test_grayscale_png_decodes_exactly() -> None:
     out = decode_image(encode(Image.fromarray(pixels)), **LIMITS)
     assert out.dtype == np.float32 and out.shape == (28, 28)
     np.testing.assert_array_equal(out, pixels / np.float32(255))
-
-
-@pytest.mark.parametrize("fast_png", [True, False], ids=["libspng", "pillow"])
-def test_decode_pixels_keeps_8_bit_intensities_where_libspng_decodes(fast_png: bool) -> None:
-    pixels = digit()
-    data = encode(Image.fromarray(pixels))
-    out = decode_pixels(data, **LIMITS, fast_png=fast_png)
-    if fast_png and images.pyspng is not None:
-        assert out.dtype == np.uint8
-        np.testing.assert_array_equal(out, pixels)
-    else:
-        assert out.dtype == np.float32
-    np.testing.assert_array_equal(unit_float(out), decode_image(data, **LIMITS))
-    rgb = decode_pixels(encode(Image.fromarray(pixels).convert("RGB")), **LIMITS, fast_png=fast_png)
-    assert rgb.dtype == np.float32, "what Pillow decodes comes as floats in [0,1]"
 
 
 def test_unit_float_scales_uint8_and_passes_floats_through() -> None:
@@ -97,18 +81,7 @@ def test_only_plain_grayscale_pngs_of_the_right_size_take_the_libspng_path() -> 
     assert decode_image(transparent, **LIMITS)[np.asarray(gray) == 0].max() == 0
 
 
-def test_fast_png_off_leaves_everything_to_pillow(monkeypatch: pytest.MonkeyPatch) -> None:
-    def unwanted(*_: object) -> None:
-        raise AssertionError("libspng path taken")
-
-    monkeypatch.setattr(images, "_plain_gray_png", unwanted)
-    pixels = digit()
-    out = decode_image(encode(Image.fromarray(pixels)), **LIMITS, fast_png=False)
-    np.testing.assert_array_equal(out, pixels / np.float32(255))
-
-
-@pytest.mark.parametrize("fast_png", [True, False])
-def test_a_batch_decodes_as_its_images_one_by_one(fast_png: bool) -> None:
+def test_a_batch_decodes_as_its_images_one_by_one() -> None:
     """decode_images, which multipart forms use: plain PNGs scaled together, the rest by Pillow,
     every row exactly what decode_image gives for it, in order."""
     gray = Image.fromarray(digit(1))
@@ -121,10 +94,10 @@ def test_a_batch_decodes_as_its_images_one_by_one(fast_png: bool) -> None:
         encode(Image.fromarray(digit(4))),
     ]
     limits = {k: v for k, v in LIMITS.items() if k != "what"}
-    batch = decode_images(((data, f"file {i}") for i, data in enumerate(mixed)), **limits, fast_png=fast_png)  # type: ignore[arg-type]
+    batch = decode_images(((data, f"file {i}") for i, data in enumerate(mixed)), **limits)  # type: ignore[arg-type]
     assert batch.dtype == np.float32 and batch.shape == (6, 28, 28)
     for row, data in zip(batch, mixed, strict=True):
-        np.testing.assert_array_equal(row, decode_image(data, **LIMITS, fast_png=fast_png))
+        np.testing.assert_array_equal(row, decode_image(data, **LIMITS))
 
 
 def test_a_batch_stops_at_its_first_bad_image_and_names_it() -> None:

@@ -174,7 +174,7 @@ def test_corrupt_local_file_is_fetched_again(tmp_path: Path, monkeypatch: pytest
     assert data.verify_raw(raw) == {}
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_real_mnist_is_complete_and_verified(mnist_dir: Path) -> None:
     raw = data.raw_dir(mnist_dir)
     assert data.verify_raw(raw) == {}

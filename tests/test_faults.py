@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import safetensors.torch
 
-from bench.harness import LiveServer, start_server
 from service.checkpoint import metadata_path_for, save_checkpoint
 from service.fileio import sha256_hex
 from service.inference import Op, Predictor
 from service.model import AutoEncoder, ModelConfig
 from tests.conftest import SHIPPED_WEIGHTS, image_file, in_process, npy, service_settings
+from tests.harness import LiveServer, start_server
 
 POISON = 0.123  # a batch holding an image whose first pixel is exactly this makes the model "fail"
 NPY = {"content-type": "application/x-npy", "accept": "application/x-npy"}
@@ -92,7 +92,7 @@ async def test_a_slow_drip_body_times_out(tiny_checkpoint: Path) -> None:
         assert (await client.post("/encode", content=images(0.25), headers=NPY)).status_code == 200
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_slow_drip_over_a_real_socket_times_out(tmp_path: Path) -> None:
     server = start_server(
         tmp_path / "log", {"MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS), "MNIST_AE_BODY_TIMEOUT_S": "1"}
@@ -113,7 +113,7 @@ def test_a_slow_drip_over_a_real_socket_times_out(tmp_path: Path) -> None:
         server.process.kill()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_clients_that_disconnect_mid_batch_do_not_hurt_the_others(
     live_server: LiveServer, test_digits: np.ndarray
@@ -138,7 +138,7 @@ async def test_clients_that_disconnect_mid_batch_do_not_hurt_the_others(
         assert (await keep.get("/readyz")).status_code == 200
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.anyio
 async def test_sigterm_under_load_drains_then_stops(tmp_path: Path, test_digits: np.ndarray) -> None:
     server = start_server(
@@ -204,7 +204,7 @@ def _bad_checkpoint(problem: str, directory: Path) -> Path:
     return path
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("problem", "says"),
     [
@@ -224,7 +224,7 @@ def test_the_service_refuses_to_start_on_a_bad_checkpoint(problem: str, says: st
     assert output[0].startswith(f"error: cannot start: checkpoint {path}") and says in output[0]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("env", "says"),
     [

@@ -1,4 +1,4 @@
-"""The CUDA path: served graphs, the folded decoder, the optimizer, training and a live server on
+"""The CUDA path: the predictor, the folded decoder, the optimizer, training and a live server on
 the GPU. Skipped without CUDA; ``MNIST_AE_TEST_GPU_DEVICE=cpu`` runs the same tests on the CPU,
 as a check of the tests themselves. bench/device/run.sh runs this file on a lent GPU.
 
@@ -19,14 +19,13 @@ import httpx
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from bench.harness import start_server, stop_server
 from service.checkpoint import load_checkpoint
 from service.folding import FoldedDecoder
 from service.inference import Op, Predictor
 from tests.conftest import REPO, SHIPPED_WEIGHTS, npy
-from training.optim import Adam, build_adam
+from tests.harness import start_server, stop_server
+from training.optim import build_adam
 
 DEVICE = os.environ.get("MNIST_AE_TEST_GPU_DEVICE", "cuda")
 pytestmark = [
@@ -50,7 +49,7 @@ def batch_of_digits(n: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("n", [1, 7, 256])
-def test_served_graphs_on_the_device_give_the_cpus_answers(device: torch.device, n: int) -> None:
+def test_the_predictor_on_the_device_gives_the_cpus_answers(device: torch.device, n: int) -> None:
     on_device = Predictor(load_checkpoint(SHIPPED_WEIGHTS).model, device)
     on_cpu = Predictor(load_checkpoint(SHIPPED_WEIGHTS).model, torch.device("cpu"))
     images = batch_of_digits(n)
@@ -77,28 +76,11 @@ def test_the_folded_decoder_is_the_same_function_on_the_device(device: torch.dev
     torch.testing.assert_close(folded, plain, atol=ATOL, rtol=0)
 
 
-def _train_steps(make: type[torch.optim.Optimizer], device: torch.device, steps: int = 5) -> list[torch.Tensor]:
-    torch.manual_seed(0)
-    model = load_checkpoint(SHIPPED_WEIGHTS).model.to(device).train()
-    optimizer = make(model.parameters(), lr=3e-3, fused=True)  # type: ignore[call-arg]
-    generator = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        x = torch.rand(32, 1, 28, 28, generator=generator).to(device)
-        loss = F.mse_loss(model(x), x)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return [p.detach().cpu() for p in model.parameters()]
-
-
-def test_the_optimizer_updates_as_torchs_fused_adam_on_the_device(device: torch.device) -> None:
+def test_the_optimizer_is_fused_on_the_device(device: torch.device) -> None:
     assert build_adam(torch.nn.Linear(2, 2).to(device).parameters(), lr=0.1, device=device).defaults["fused"]
-    ours, torchs = _train_steps(Adam, device), _train_steps(torch.optim.Adam, device)
-    for a, b in zip(ours, torchs, strict=True):
-        assert torch.equal(a, b)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_training_on_the_device_writes_a_checkpoint_that_serves(
     mnist_dir: Path, tmp_path: Path, precision: str
@@ -116,7 +98,7 @@ def test_training_on_the_device_writes_a_checkpoint_that_serves(
     load_checkpoint(out / "autoencoder.safetensors")  # verified: sha256, architecture, finite weights
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_live_server_on_the_device_answers_as_the_cpu_model(tmp_path: Path) -> None:
     server = start_server(
         tmp_path / "server.log", {"MNIST_AE_DEVICE": DEVICE, "MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS)}

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench.harness import LiveServer, rss_mb
 from service.checkpoint import load_checkpoint
 from tests.conftest import SHIPPED_WEIGHTS, image_file, npy
+from tests.harness import LiveServer, rss_mb
 
-pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 CLIENTS = 32
 REQUESTS_PER_CLIENT = 24

@@ -1,5 +1,4 @@
-"""service.logs: one JSON object per line with the request id, and records without the fields
-nobody prints (caller, thread, process)."""
+"""service.logs: one JSON object per line with the request id."""
 
 from __future__ import annotations
 
@@ -13,19 +12,15 @@ import pytest
 
 from service.logs import configure_logging, request_id_var
 
-FLAGS = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
-
 
 @pytest.fixture
 def stderr() -> Iterator[io.StringIO]:
-    """Where configure(...) points the service's handler; the root logger and the flags come back after."""
+    """Where configure(...) points the service's handler; the root logger comes back after."""
     root = logging.getLogger()
-    saved = root.handlers[:], root.level, {name: getattr(logging, name) for name in FLAGS}
+    saved = root.handlers[:], root.level
     yield io.StringIO()
-    root.handlers[:], level, flags = saved
+    root.handlers[:], level = saved
     root.setLevel(level)
-    for name, value in flags.items():
-        setattr(logging, name, value)
 
 
 def configure(fmt: str, stream: io.StringIO) -> None:
@@ -61,17 +56,3 @@ def test_exceptions_keep_their_traceback(stderr: io.StringIO) -> None:
     assert "ValueError: boom" in entry["exception"] and "Traceback" in entry["exception"]
 
 
-def test_records_skip_caller_thread_and_process_lookups(stderr: io.StringIO) -> None:
-    configure("text", stderr)
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logging.getLogger().addHandler(Keep())
-    logging.getLogger("service.test").warning("plain %d", 7)
-    (record,) = records
-    assert record.process is None and record.thread is None and record.processName is None
-    assert record.lineno == 0 and record.funcName == "(unknown function)"  # no stack walk for the caller
-    assert "WARNING service.test: plain 7" in stderr.getvalue()

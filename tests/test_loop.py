@@ -7,17 +7,17 @@ import torch
 
 from service.model import AutoEncoder
 from training.data import MnistSplit
-from training.evaluate import Evaluation
+from training.evaluate import Evaluation, images_to_float
 from training.loop import TrainingDiverged, check_not_collapsed, train_one_epoch
 
 
-@pytest.mark.slow
+@pytest.mark.integration  # the real MNIST test set
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_a_few_hundred_steps_lower_the_loss(mnist_test: MnistSplit, precision: str) -> None:
     torch.manual_seed(0)
     model = AutoEncoder().to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    images = mnist_test.images[:2048]
+    images = images_to_float(mnist_test.images[:2048], torch.device("cpu"))
     losses = []
     for epoch in range(5):  # 5 x 64 = 320 steps of 32 images
         losses.append(
@@ -37,7 +37,7 @@ def test_non_finite_loss_stops_training() -> None:
     with torch.no_grad():
         model.en[0].weight[0, 0, 0, 0] = float("nan")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
+    images = torch.rand(64, 1, 28, 28)
     with pytest.raises(TrainingDiverged, match=r"loss became nan.*lower --lr"):
         train_one_epoch(
             model, opt, images, batch_size=32, device=torch.device("cpu"), generator=torch.Generator(),

@@ -11,7 +11,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from bench.harness import REPO
+from tests.harness import REPO
 
 PACKAGES = ("service", "training")
 

@@ -22,7 +22,7 @@ from tests.conftest import image_file
 
 def test_json_numbers_past_float32_are_refused_without_runtime_warnings() -> None:
     body = b'{"images": [[' + b",".join([b"[" + b",".join([b"1e39"] * 28) + b"]"] * 28) + b"]]}"
-    limits = {"size": 28, "max_pixels": 10**6, "resize": False, "fast_png": True}
+    limits = {"size": 28, "max_pixels": 10**6, "resize": False}
     decode, decode_batch = partial(decode_image, **limits), partial(decode_images, **limits)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # numpy's "overflow encountered in cast" would land in the logs
@@ -37,7 +37,7 @@ def _json(items: list[object]) -> bytes:
 def test_json_items_of_both_kinds_decode_as_each_alone() -> None:
     """All base64 strings go to decode_images as one batch; pixel lists mixed with strings go item
     by item; either way each image comes out as it would alone."""
-    limits = {"size": 28, "max_pixels": 10**6, "resize": False, "fast_png": True}
+    limits = {"size": 28, "max_pixels": 10**6, "resize": False}
     decode, decode_batch = partial(decode_image, **limits), partial(decode_images, **limits)
     digits = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
     encoded = [base64.b64encode(image_file(d)).decode() for d in digits]

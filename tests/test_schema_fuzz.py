@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.harness import LiveServer, start_server, stop_server
 from tests.conftest import SHIPPED_WEIGHTS
+from tests.harness import LiveServer, start_server, stop_server
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 API_KEY = "fuzz-key-0123456789"
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench.harness import LiveServer, start_server, stop_server
 from service.checkpoint import load_checkpoint, metadata_path_for
-from tests.conftest import SHIPPED_WEIGHTS, image_file, npy
+from tests.conftest import REPO, SHIPPED_WEIGHTS, image_file, npy
+from tests.harness import LiveServer, start_server, stop_server
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -100,15 +100,16 @@ def test_streamed_body_over_the_limit_is_cut_off(live_server: LiveServer) -> Non
 
 
 def test_logs_are_json_lines_with_the_request_id(live_server: LiveServer) -> None:
-    response = httpx.get(f"{live_server.url}/healthz", headers={"x-request-id": "trace-me-42"})
-    assert response.headers["x-request-id"] == "trace-me-42"
+    # by default the access log has a line for each error, not each success
+    response = httpx.get(f"{live_server.url}/nope", headers={"x-request-id": "trace-me-42"})
+    assert response.status_code == 404 and response.headers["x-request-id"] == "trace-me-42"
     for _ in range(50):
         entries = [json.loads(line) for line in live_server.log_lines() if line.startswith("{")]
         mine = [e for e in entries if e.get("request_id") == "trace-me-42"]
         if mine:
             break
         time.sleep(0.05)
-    assert mine and mine[0]["path"] == "/healthz" and mine[0]["status"] == 200
+    assert mine and mine[0]["path"] == "/nope" and mine[0]["status"] == 404
     assert any(e["message"].startswith("ready") for e in entries)
 
 
@@ -122,3 +123,14 @@ def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
     # uvicorn finishes its graceful shutdown, then re-raises the signal: "killed by SIGTERM" is a clean exit
     assert stop_server(server, timeout_s=30) in (0, -signal.SIGTERM)
     assert any("stopped (all accepted requests answered)" in line for line in server.log_lines())
+
+
+def test_any_asgi_server_can_build_the_app_as_a_factory(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "log", {"MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS)},
+                          command=("-m", "uvicorn", "--factory", "service.main:create_app"))  # fmt: skip
+    try:
+        response = httpx.post(f"{server.url}/reconstruct", content=(REPO / "examples" / "seven.png").read_bytes(),
+                              headers={"content-type": "image/png"})  # fmt: skip
+        assert response.status_code == 200 and response.json()["shape"] == [1, 1, 28, 28]
+    finally:
+        stop_server(server)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 from pydantic import ValidationError
@@ -96,3 +98,33 @@ def test_the_deployment_files_set_only_real_settings_with_valid_values(monkeypat
         monkeypatch.setenv(name, value)
     settings = Settings()
     assert settings.device == values["MNIST_AE_DEVICE"]
+
+
+def test_python_m_service_loads_the_checkpoint_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.__main__ as entry
+    import service.main
+
+    loads: list[object] = []
+    real = service.main.load_checkpoint
+
+    def counting(*args: object, **kwargs: object) -> object:
+        loads.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    served: list[object] = []
+    monkeypatch.setattr(service.main, "load_checkpoint", counting)
+    monkeypatch.setattr(entry.DrainingServer, "run", lambda self: served.append(self.config.app))
+    assert entry.main(["--port", "8123"]) == 0
+    assert len(loads) == 1 and served and served[0].state.service.checkpoint is not None  # type: ignore[attr-defined]
+
+
+def test_importing_the_app_module_builds_nothing() -> None:
+    """No app at import, so no logging rewired and no settings read: `uvicorn --factory` builds it."""
+    code = (
+        "import logging, service.main\n"
+        "assert not hasattr(service.main, 'app')\n"
+        "assert logging.getLogger().handlers == []\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

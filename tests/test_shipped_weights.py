@@ -24,7 +24,7 @@ def test_shipped_checkpoint_loads_verified_with_its_pictures() -> None:
         assert (SHIPPED_WEIGHTS.parent / picture).is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_shipped_weights_reproduce_their_recorded_test_metrics(mnist_test: MnistSplit) -> None:
     ckpt = load_checkpoint(SHIPPED_WEIGHTS)
     recorded = ckpt.metrics

@@ -15,7 +15,7 @@ def _run(tmp: Path, mnist_dir: Path, *args: str) -> int:
     return train.main([*args, "--data-dir", str(mnist_dir), "--out", str(tmp), "--no-progress"])
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_cli_writes_a_verified_checkpoint_metrics_and_pictures(tmp_path: Path, mnist_dir: Path) -> None:
     assert _run(tmp_path, mnist_dir, "--epochs", "2", "--limit", "1000", "--batch-size", "50") == 0
     ckpt = load_checkpoint(tmp_path / "autoencoder.safetensors")
@@ -33,7 +33,7 @@ def test_cli_writes_a_verified_checkpoint_metrics_and_pictures(tmp_path: Path, m
         assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_training_is_deterministic_and_resume_matches_an_uninterrupted_run(
     tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -74,7 +74,7 @@ def test_bad_flags_are_rejected_with_usage(capsys: pytest.CaptureFixture[str]) -
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_bf16_training_records_its_precision_and_serves_a_float32_model(tmp_path: Path, mnist_dir: Path) -> None:
     assert _run(tmp_path, mnist_dir, "--epochs", "1", "--limit", "2000", "--precision", "bf16") == 0
     ckpt = load_checkpoint(tmp_path / "autoencoder.safetensors")
@@ -83,7 +83,7 @@ def test_bf16_training_records_its_precision_and_serves_a_float32_model(tmp_path
     assert ckpt.metadata["metrics"]["test_mse"] < 0.05  # it learned: a constant image scores ~0.095
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_divergence_stops_without_saving(tmp_path: Path, mnist_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     code = _run(tmp_path, mnist_dir, "--epochs", "1", "--limit", "1000", "--lr", "1.0")
     assert code == 1

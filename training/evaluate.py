@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from service.checkpoint import CheckpointError, load_checkpoint
+from service.codecs.images import unit_float
 from service.device import resolve_device
 from service.model import AutoEncoder
 from training.data import DEFAULT_DATA_DIR, DataError, MnistSplit, load_mnist
@@ -38,8 +39,9 @@ class Evaluation:
 
 
 def images_to_float(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """(N,28,28) uint8 on any device -> (N,1,28,28) float32 in [0,1] on ``device``."""
-    return images.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
+    """(N,28,28) uint8 on the CPU -> (N,1,28,28) float32 in [0,1] on ``device``, scaled by
+    ``service.codecs.images.unit_float``: the service's inputs and training's are the same floats."""
+    return torch.from_numpy(unit_float(images.numpy())).unsqueeze(1).to(device, non_blocking=True)
 
 
 @torch.inference_mode()

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from service.model import AutoEncoder
 from training.data import MnistSplit
-from training.evaluate import Evaluation, images_to_float
+from training.evaluate import Evaluation
 
 # MSE of the best constant image is the pixel variance (~0.095 on MNIST); a model whose test
 # MSE comes within this fraction of it, or whose outputs barely vary, has collapsed
@@ -37,7 +37,8 @@ def train_one_epoch(
     precision: str = "fp32",
     progress: tqdm | None = None,
 ) -> float:
-    """One pass over ``images`` ((N,28,28) uint8) in shuffled batches; returns the mean train MSE.
+    """One pass over ``images`` ((N,1,28,28) float32 in [0,1], on ``device``: see
+    ``training.evaluate.images_to_float``) in shuffled batches; returns the mean train MSE.
 
     The mean is over samples (sum of batch MSE x batch size / N), unlike the seed's figure.
     With ``precision='bf16'`` the forward (and so the backward) runs under autocast to bfloat16;
@@ -52,7 +53,7 @@ def train_one_epoch(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     step = first_step
     for start in range(0, n, batch_size):
-        x = images_to_float(images[order[start : start + batch_size]], device)  # (B,1,28,28)
+        x = images[order[start : start + batch_size]]  # (B,1,28,28)
         x = x.contiguous(memory_format=torch.channels_last)
         for group in optimizer.param_groups:
             group["lr"] = lr_for_step(step)

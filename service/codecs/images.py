@@ -1,5 +1,4 @@
-"""Encoded images (PNG, JPEG, anything Pillow reads) <-> (H,W) arrays: float32 in [0,1], or uint8
-intensities where ``decode_pixels`` keeps a plain 8-bit grayscale PNG as it is.
+"""Encoded images (PNG, JPEG, anything Pillow reads) <-> (H,W) float32 arrays in [0,1].
 
 Decoding checks the declared size from the header *before* any pixel data is decoded,
 so a tiny file that declares a huge image (a decompression bomb) costs nothing.
@@ -15,7 +14,6 @@ from __future__ import annotations
 import io
 import math
 import struct
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -32,43 +30,23 @@ except ImportError:  # pragma: no cover - exercised where no wheel exists
 _WIDE_INT_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
-# Pillow warns above ~89M pixels and refuses above ~179M; our own limit (max_pixels, checked
-# from the header before any pixel is decoded) is far lower, so its warning is only noise
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
-
-def decode_pixels(
-    data: bytes, *, size: int, max_pixels: int, resize: bool, what: str, fast_png: bool = True
-) -> np.ndarray:
-    """Decode one encoded image to its (size,size) intensities, a white digit on black: uint8
-    (0-255, exact) when libspng takes it (a plain 8-bit grayscale PNG, the common case), float32
-    in [0,1] otherwise. :func:`unit_float` makes floats of either; ``service.inference``'s
-    predictor takes either, so a single PNG is scaled with the rest of its batch, off the event loop.
+def decode_image(data: bytes, *, size: int, max_pixels: int, resize: bool, what: str) -> np.ndarray:
+    """Decode one encoded image to its (size,size) float32 intensities in [0,1], a white digit on black.
 
     Colour becomes luminance (ITU-R 601-2, as Pillow's "L"); transparent pixels count as black;
     16-bit images keep their full range. Anything not ``size`` x ``size`` is refused unless
     ``resize`` is set. ``what`` names the image in error messages ("images[3]", "part 'file'").
-    ``fast_png``: let libspng take the plain grayscale PNGs it can.
     """
     if not data:
         raise InvalidInput(f"{what}: empty image")
-    pixels = _plain_gray_png(data, size) if fast_png else None
+    pixels = _plain_gray_png(data, size)
     if pixels is not None:
-        return pixels
+        return unit_float(pixels)
     return decode_with_pillow(data, size=size, max_pixels=max_pixels, resize=resize, what=what)
 
 
-def decode_image(
-    data: bytes, *, size: int, max_pixels: int, resize: bool, what: str, fast_png: bool = True
-) -> np.ndarray:
-    """:func:`decode_pixels` as a (size,size) float32 array in [0,1]."""
-    pixels = decode_pixels(data, size=size, max_pixels=max_pixels, resize=resize, what=what, fast_png=fast_png)
-    return unit_float(pixels)
-
-
-def decode_images(
-    items: Iterable[tuple[bytes, str]], *, size: int, max_pixels: int, resize: bool, fast_png: bool = True
-) -> np.ndarray:
+def decode_images(items: Iterable[tuple[bytes, str]], *, size: int, max_pixels: int, resize: bool) -> np.ndarray:
     """Decode ``(data, what)`` pairs into one (N,size,size) float32 batch, each image exactly as
     :func:`decode_image` would (the first bad one raises, in order).
 
@@ -81,7 +59,7 @@ def decode_images(
     for row, (data, what) in enumerate(pairs):
         if not data:
             raise InvalidInput(f"{what}: empty image")
-        plain = _plain_gray_png(data, size) if fast_png else None
+        plain = _plain_gray_png(data, size)
         if plain is not None:
             pixels[row] = plain
         else:
@@ -93,9 +71,10 @@ def decode_images(
 
 
 def unit_float(pixels: np.ndarray) -> np.ndarray:
-    """uint8 intensities -> a new float32 array in [0,1] (float32 is returned as it is). libspng's
-    and Pillow's 8-bit grayscale both go through it, so the two decoders give the same floats,
-    bit for bit; so does the predictor's scaling of uint8 batches (tests/test_inference.py)."""
+    """uint8 intensities -> a new float32 array in [0,1] (float32 is returned as it is).
+
+    The one scaling of 8-bit pixels: both image decoders, uint8 ``.npy`` bodies and training
+    (``training.evaluate.images_to_float``) go through it, so they all see the same floats."""
     if pixels.dtype != np.uint8:
         return pixels
     gray = pixels.astype(np.float32)

@@ -54,7 +54,7 @@ async def model_info(state: StateDep, checkpoint: CheckpointDep) -> ModelInfo:
         metrics=checkpoint.metrics,
         training={k: v for k, v in checkpoint.metadata.get("training", {}).items() if k != "history"},
         created_at=checkpoint.metadata.get("created_at"),
-        device=str(state.device),
+        device=str(checkpoint.device),
         input_shape=list(config.image_shape),
         latent_shape=list(config.latent_shape),
         versions={

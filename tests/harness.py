@@ -1,4 +1,5 @@
-"""Start and stop the service as a real process on a free loopback port (used by bench/ and tests/)."""
+"""Start and stop the service (or another ASGI app) as a real process on a free loopback port, and
+read a process's memory and CPU time: shared by tests/ and bench/."""
 
 from __future__ import annotations
 
@@ -77,27 +78,6 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time process ``pid`` has used so far, all its threads, user and system, in seconds."""
-    # /proc/<pid>/stat: the command name (field 2) is in parentheses and may hold spaces
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
-class CpuMeter:
-    """CPU seconds process ``pid`` uses from :meth:`start` on."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self._start = cpu_seconds(pid)
-
-    def start(self) -> None:
-        self._start = cpu_seconds(self.pid)
-
-    def seconds(self) -> float:
-        return cpu_seconds(self.pid) - self._start
-
-
 def stop_server(server: LiveServer, timeout_s: float = 30.0) -> int:
     """SIGTERM, then wait; returns the exit code."""
     server.process.send_signal(signal.SIGTERM)
@@ -106,3 +86,17 @@ def stop_server(server: LiveServer, timeout_s: float = 30.0) -> int:
     except subprocess.TimeoutExpired:
         server.process.kill()
         raise
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds each thread of process ``pid`` has used so far: "main" for its first thread
+    (under uvicorn, the event loop's), the others by thread id."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        used["main" if task.name == str(pid) else task.name] = (int(fields[11]) + int(fields[12])) / ticks
+    return used

@@ -1,0 +1,258 @@
+"""POST /encode, /decode and /reconstruct: decode the body, run the batch, encode the response.
+
+Each endpoint is declared once, as an :class:`Endpoint`: the request layer
+(service/request_layer.py) serves it from that declaration, and :func:`openapi_paths` documents
+it from the same one, its query parameters included (one pydantic model parses and documents
+them). They are plain ASGI rather than FastAPI routes: FastAPI's routing and dependency
+machinery cost more per request than decoding a PNG (docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.json_schema import models_json_schema
+from starlette.responses import Response
+
+from service.access import SECURITY_SCHEME_NAME, check_api_key
+from service.codecs.npy import NPY_MEDIA_TYPE
+from service.errors import InvalidInput, NotReady
+from service.inference import Op
+from service.request_body import read_images, read_latents
+from service.responses import MSE_HEADER, OutputFormat, choose_format, render_images, render_latents
+from service.schemas import (
+    EXAMPLE_LATENT,
+    EXAMPLE_PIXELS,
+    EXAMPLE_PNG_BASE64,
+    ErrorResponse,
+    ImagesRequest,
+    LatentsRequest,
+    ReconstructResponse,
+    TensorResponse,
+)
+from service.state import ServiceState, Serving
+
+# --- query parameters: one model each parses them and documents them ----------------------------
+
+
+class OutputQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    format: Literal["json", "png", "npy"] | None = Field(
+        None, description="output format; overrides the Accept header (default: JSON)"
+    )
+
+
+class ImagesQuery(OutputQuery):
+    resize: bool = Field(False, description="scale images that are not 28x28 to 28x28 instead of refusing them (422)")
+
+
+_DEFAULT_QUERIES = {model: model() for model in (OutputQuery, ImagesQuery)}  # no query string: the defaults
+
+
+def parse_query(model: type[OutputQuery], query_string: bytes) -> OutputQuery:
+    """The query string as ``model``; 422 for a value it does not take. Unknown names are ignored."""
+    if not query_string:
+        return _DEFAULT_QUERIES[model]
+    try:
+        return model.model_validate(dict(parse_qsl(query_string.decode("latin-1"))))
+    except ValidationError as exc:
+        problems = [f"query parameter {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3]]
+        raise InvalidInput("; ".join(problems)) from None
+
+
+# --- the endpoints -------------------------------------------------------------------------------
+
+Outputs = tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What an inference request brings: its body, read within the limits, and the headers that matter."""
+
+    body: bytes
+    content_type: str
+    accept: str | None
+    authorization: str | None
+    query_string: bytes
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One inference route: how it reads a request, what it runs, how it answers, and its docs."""
+
+    path: str
+    op: Op
+    summary: str
+    query: type[OutputQuery]
+    read: Callable[[Call, Serving, Any], Awaitable[np.ndarray]]  # -> the batch rows of this request
+    render: Callable[[Outputs, OutputFormat], Response]
+    request_body: dict[str, Any]  # OpenAPI, with {IMAGES}-style refs resolved by openapi_paths
+    png: str  # what the PNG answer shows
+    response_model: type[BaseModel]
+
+    async def handle(self, call: Call, state: ServiceState) -> Response:
+        """401 without the API key (when one is set), 503 until the model is warm, 422 for a bad
+        parameter; then the body, decoded and checked before it is queued, goes to the batcher."""
+        check_api_key(call.authorization, state.settings.api_key)
+        serving = state.serving
+        if not state.ready or serving is None:
+            raise NotReady(f"the model is not ready ({state.status}); retry shortly", headers={"retry-after": "1"})
+        query = parse_query(self.query, call.query_string)
+        output = choose_format(OutputFormat(query.format) if query.format else None, call.accept)
+        with serving.batcher.arrival():
+            inputs = await self.read(call, serving, query)
+        outputs = await serving.batcher.submit(self.op, inputs)
+        return self.render(outputs, output)
+
+
+async def _read_images(call: Call, serving: Serving, query: ImagesQuery) -> np.ndarray:
+    config = serving.config
+    return await read_images(call.body, call.content_type, serving.settings, size=config.image_size,
+                             resize=query.resize)  # fmt: skip
+
+
+async def _read_latents(call: Call, serving: Serving, query: OutputQuery) -> np.ndarray:
+    return read_latents(call.body, call.content_type, serving.settings, latent_shape=serving.config.latent_shape)
+
+
+_BINARY = {"type": "string", "format": "binary"}
+_IMAGES_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "One or more 28x28 grayscale images, white digit on black. Colour is converted to gray; "
+    "other sizes are refused with 422 unless `?resize=true`.",
+    "content": {
+        "application/json": {
+            "schema": ImagesRequest,
+            "examples": {
+                "pixels": {"summary": "a 28x28 nested list in [0,1]", "value": {"images": [EXAMPLE_PIXELS]}},
+                "base64": {"summary": "a base64 PNG", "value": {"images": [EXAMPLE_PNG_BASE64]}},
+            },
+        },
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "array", "items": _BINARY, "description": "image files"}},
+                "required": ["file"],
+            },
+        },
+        "image/png": {"schema": _BINARY},
+        "image/jpeg": {"schema": _BINARY},
+        NPY_MEDIA_TYPE: {
+            "schema": _BINARY,
+            "description": "a .npy array of uint8 (0..255) or float32 ([0,1]); shape (28,28), (N,28,28) or (N,1,28,28)",
+        },
+    },
+}
+_LATENTS_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "Latent codes of shape (16,7,7) or (N,16,7,7), as produced by /encode.",
+    "content": {
+        "application/json": {
+            "schema": LatentsRequest,
+            "examples": {"one code": {"value": {"latents": EXAMPLE_LATENT}}},
+        },
+        NPY_MEDIA_TYPE: {"schema": _BINARY, "description": "a float32 .npy array, (16,7,7) or (N,16,7,7)"},
+    },
+}
+
+ENDPOINTS: Sequence[Endpoint] = (
+    Endpoint(
+        "/encode", Op.ENCODE, "Images -> latent codes (N,16,7,7)", ImagesQuery, _read_images,
+        lambda out, fmt: render_latents(out[0], fmt), _IMAGES_BODY,
+        "a mosaic of the 16 latent channels (a grid for a batch)", TensorResponse,
+    ),
+    Endpoint(
+        "/decode", Op.DECODE, "Latent codes -> images (N,1,28,28) in [0,1]", OutputQuery, _read_latents,
+        lambda out, fmt: render_images(out[0], fmt), _LATENTS_BODY,
+        "the decoded image (a grid for a batch)", TensorResponse,
+    ),
+    Endpoint(
+        "/reconstruct", Op.RECONSTRUCT, "Images -> reconstructions and their MSE (an anomaly score)", ImagesQuery,
+        _read_images, lambda out, fmt: render_images(out[0], fmt, mse=out[1]), _IMAGES_BODY,
+        "the reconstruction (a grid for a batch)", ReconstructResponse,
+    ),
+)  # fmt: skip
+
+
+# --- OpenAPI -------------------------------------------------------------------------------------
+
+_ERRORS = {
+    400: "malformed body (bad JSON, multipart or .npy)",
+    401: "missing or wrong API key (only when the service is configured with one)",
+    405: "a method other than POST",
+    406: "the Accept header asks for a format this endpoint cannot produce",
+    408: "the body stalled (a slow drip)",
+    413: "body, batch or image too large",
+    415: "unsupported Content-Type or undecodable image",
+    422: "wrong shape, range, size or parameter",
+    500: "the forward pass failed; only the requests in that batch get this",
+    503: "model not ready, shutting down, or queue full",
+}
+
+
+def _query_parameters(model: type[OutputQuery]) -> list[dict[str, Any]]:
+    parameters = []
+    for name, schema in model.model_json_schema()["properties"].items():
+        schema = dict(schema)
+        description = schema.pop("description", "")
+        schema.pop("title", None)
+        # "format" may be absent (null in the model); in a query string that is simply not sending it
+        branches = [s for s in schema.pop("anyOf", []) if s.get("type") != "null"]
+        if branches:
+            schema = {**branches[0], **schema}
+        if schema.get("default") is None:
+            schema.pop("default", None)
+        parameters.append({"name": name, "in": "query", "required": False, "description": description,
+                           "schema": schema})  # fmt: skip
+    return parameters
+
+
+def openapi_paths(endpoints: Sequence[Endpoint]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The endpoints' OpenAPI path items, and the component schemas they refer to."""
+    models: list[type[BaseModel]] = [ErrorResponse, ImagesRequest, LatentsRequest, TensorResponse, ReconstructResponse]
+    refs, definitions = models_json_schema(
+        [(model, "validation") for model in models], ref_template="#/components/schemas/{model}"
+    )
+    ref = {model: refs[(model, "validation")] for model in models}
+
+    def resolve(content: dict[str, Any]) -> dict[str, Any]:
+        return {media: {**spec, "schema": ref[spec["schema"]] if isinstance(spec["schema"], type) else spec["schema"]}
+                for media, spec in content.items()}  # fmt: skip
+
+    paths: dict[str, Any] = {}
+    for endpoint in endpoints:
+        headers = {}
+        if endpoint.op is Op.RECONSTRUCT:
+            headers[MSE_HEADER] = {"description": "per-image MSE, comma-separated (PNG and .npy)",
+                                   "schema": {"type": "string"}}  # fmt: skip
+        responses: dict[str, Any] = {
+            "200": {
+                "description": "the result; JSON by default, or as asked by `?format=` or `Accept`",
+                "content": {
+                    "application/json": {"schema": ref[endpoint.response_model]},
+                    "image/png": {"schema": _BINARY, "description": endpoint.png},
+                    NPY_MEDIA_TYPE: {"schema": _BINARY, "description": "the float32 array as .npy"},
+                },
+                "headers": headers,
+            },
+            **{str(status): {"description": text, "content": {"application/json": {"schema": ref[ErrorResponse]}}}
+               for status, text in _ERRORS.items()},
+        }  # fmt: skip
+        paths[endpoint.path] = {
+            "post": {
+                "tags": ["inference"],
+                "summary": endpoint.summary,
+                "operationId": endpoint.op.value,
+                "security": [{SECURITY_SCHEME_NAME: []}],
+                "parameters": _query_parameters(endpoint.query),
+                "requestBody": {**endpoint.request_body, "content": resolve(endpoint.request_body["content"])},
+                "responses": responses,
+            }
+        }
+    return paths, definitions.get("$defs", {})

@@ -1,0 +1,195 @@
+"""The one pure-ASGI layer every HTTP request goes through, and where the inference routes are served.
+
+For every request:
+- a request id: the client's ``X-Request-ID`` when it is sane, else a new one; bound to the
+  logs and echoed in the response;
+- the body limits: a declared ``Content-Length`` over the limit is refused before anything is
+  read, a streamed body is cut off the moment it passes the limit, and a body whose next chunk
+  takes longer than the timeout (a slow drip) is refused too;
+- the request metrics, labelled by route template (bounded cardinality), and one access-log line
+  (by default for errors only: at thousands of requests a second, a line for each success would
+  cost 15% of the event loop, and the metrics count them anyway).
+
+A POST to one of the inference paths is then answered here, by its :class:`Endpoint`
+(service/endpoints.py), with errors as the app's exception handlers word them; every other
+request goes on to FastAPI (health, readiness, /model, /metrics, /docs, and the 404s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import Sequence
+
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.endpoints import Call, Endpoint
+from service.errors import (
+    APIError,
+    PayloadTooLarge,
+    RequestTimeout,
+    api_error_response,
+    client_gone_response,
+    error_response,
+    internal_error_response,
+)
+from service.logs import request_id_var
+from service.state import ServiceState
+
+log = logging.getLogger("service.access")
+
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_ENDPOINT_HEADERS = {b"content-type", b"accept", b"authorization"}  # what the inference endpoints read
+_LOG_FROM_STATUS = {"all": 0, "errors": 400, "off": 1000}  # the access_log setting: lowest status logged
+
+
+class RequestLayer:
+    def __init__(self, app: ASGIApp, *, state: ServiceState, endpoints: Sequence[Endpoint]) -> None:
+        self.app = app
+        self.state = state
+        self.metrics = state.metrics
+        self.max_body_bytes = state.settings.max_body_bytes
+        self.body_timeout_s = state.settings.body_timeout_s
+        self.endpoints = {endpoint.path: endpoint for endpoint in endpoints}
+        self.log_from_status = _LOG_FROM_STATUS[state.settings.access_log]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming_id, declared, wanted = "", None, {}
+        for name, value in scope["headers"]:  # ASGI servers lower-case header names
+            if name == b"x-request-id":
+                incoming_id = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = value.decode("latin-1")
+            elif name in _ENDPOINT_HEADERS:
+                wanted[name] = value.decode("latin-1")
+        # ids need to be unique, not secret: no syscall per request as uuid4 would make
+        request_id = incoming_id if _SANE_REQUEST_ID.match(incoming_id) else f"{random.getrandbits(128):032x}"
+        id_header = (b"x-request-id", request_id.encode())
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        endpoint = self.endpoints.get(_route_path(scope))
+        self.metrics.in_flight += 1
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        try:
+            refusal = self._refuse_declared_length(declared) if declared is not None else None
+            if refusal is not None:
+                await refusal(scope, receive, send_with_id)
+            elif endpoint is None:
+                await self.app(scope, self._limited(receive), send_with_id)
+            else:
+                response = await self._serve(endpoint, scope, self._limited(receive), wanted)
+                status = response.status_code
+                # sent as it is, without Response.__call__'s generality (background tasks, HEAD...)
+                await send({"type": "http.response.start", "status": status,
+                            "headers": [*response.raw_headers, id_header]})  # fmt: skip
+                await send({"type": "http.response.body", "body": response.body})
+        finally:
+            elapsed = time.perf_counter() - started
+            route = endpoint.path if endpoint else getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.in_flight -= 1
+            self.metrics.observe_request(route, scope["method"], status, elapsed)
+            if status >= self.log_from_status:
+                log.info(
+                    "%s %s %d %.1fms",
+                    scope["method"], scope["path"], status, elapsed * 1000,
+                    extra={"method": scope["method"], "path": scope["path"], "status": status,
+                           "duration_ms": round(elapsed * 1000, 3)},
+                )  # fmt: skip
+            request_id_var.reset(token)
+
+    async def _serve(self, endpoint: Endpoint, scope: Scope, receive: Receive, headers: dict[bytes, str]) -> Response:
+        """The endpoint's answer, or the JSON error the app's exception handlers would give."""
+        if scope["method"] != "POST":
+            return error_response(405, "method_not_allowed", f"{endpoint.path} takes POST", {"allow": "POST"})
+        try:
+            call = Call(
+                body=await _read_body(receive),
+                content_type=headers.get(b"content-type", ""),
+                accept=headers.get(b"accept"),
+                authorization=headers.get(b"authorization"),
+                query_string=scope["query_string"],
+            )
+            return await endpoint.handle(call, self.state)
+        except APIError as exc:
+            return api_error_response(exc)
+        except ClientDisconnect:
+            return client_gone_response()
+        except Exception:
+            log.exception("unhandled error on POST %s", scope["path"])
+            return internal_error_response()
+
+    def _refuse_declared_length(self, declared: str) -> Response | None:
+        """A response refusing the request outright, if its Content-Length is invalid or over the limit."""
+        if not declared.isdigit():
+            response = error_response(400, "malformed_body", f"invalid Content-Length {declared[:40]!r}")
+        elif int(declared) > self.max_body_bytes:
+            message = f"body of {declared} bytes is over the limit of {self.max_body_bytes} bytes"
+            response = error_response(413, PayloadTooLarge.code, message)
+        else:
+            return None
+        response.headers["connection"] = "close"
+        return response
+
+    def _limited(self, receive: Receive) -> Receive:
+        """Wrap ``receive``: count body bytes and time each chunk until the body is complete."""
+        received = 0
+        body_done = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:
+                return await receive()  # later calls only wait for a disconnect: no timeout
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the request body stalled: no data for {self.body_timeout_s:g} s", headers={"connection": "close"}
+                ) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise PayloadTooLarge(
+                        f"body is over the limit of {self.max_body_bytes} bytes", headers={"connection": "close"}
+                    )
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
+            return message
+
+        return limited_receive
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body (``receive`` enforces the limits)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the app's routes see: without the ``root_path`` a proxy mounted the app under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
