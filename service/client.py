@@ -20,8 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-NPY = "application/x-npy"
-MSE_HEADER = "x-reconstruction-mse"
+from service.wire import MSE_HEADER, NPY_MEDIA_TYPE
 
 
 class ServiceError(RuntimeError):
@@ -75,10 +74,10 @@ def _reconstruction(response: httpx.Response) -> Reconstruction:
 
 class _Base:
     def __init__(self, api_key: str | None) -> None:
-        self._headers = {"accept": NPY, **({"authorization": f"Bearer {api_key}"} if api_key else {})}
+        self._headers = {"accept": NPY_MEDIA_TYPE, **({"authorization": f"Bearer {api_key}"} if api_key else {})}
 
     def _post_args(self, body: bytes) -> dict[str, Any]:
-        return {"content": body, "headers": {**self._headers, "content-type": NPY}}
+        return {"content": body, "headers": {**self._headers, "content-type": NPY_MEDIA_TYPE}}
 
 
 class AutoencoderClient(_Base):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -20,11 +20,10 @@ from pydantic.json_schema import models_json_schema
 from starlette.responses import Response
 
 from service.access import SECURITY_SCHEME_NAME, check_api_key
-from service.codecs.npy import NPY_MEDIA_TYPE
 from service.errors import InvalidInput, NotReady
 from service.inference import Op
 from service.request_body import read_images, read_latents
-from service.responses import MSE_HEADER, OutputFormat, choose_format, render_images, render_latents
+from service.responses import OutputFormat, choose_format, render_images, render_latents
 from service.schemas import (
     EXAMPLE_LATENT,
     EXAMPLE_PIXELS,
@@ -36,6 +35,7 @@ from service.schemas import (
     TensorResponse,
 )
 from service.state import ServiceState, Serving
+from service.wire import MSE_HEADER, NPY_MEDIA_TYPE
 
 # --- query parameters: one model each parses them and documents them ----------------------------
 
@@ -43,9 +43,7 @@ from service.state import ServiceState, Serving
 class OutputQuery(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    format: Literal["json", "png", "npy"] | None = Field(
-        None, description="output format; overrides the Accept header (default: JSON)"
-    )
+    format: OutputFormat | None = Field(None, description="output format; overrides the Accept header (default: JSON)")
 
 
 class ImagesQuery(OutputQuery):
@@ -92,7 +90,7 @@ class Endpoint:
     query: type[OutputQuery]
     read: Callable[[Call, Serving, Any], Awaitable[np.ndarray]]  # -> the batch rows of this request
     render: Callable[[Outputs, OutputFormat], Response]
-    request_body: dict[str, Any]  # OpenAPI, with {IMAGES}-style refs resolved by openapi_paths
+    request_body: dict[str, Any]  # OpenAPI; schemas given as pydantic models become $refs (openapi_paths)
     png: str  # what the PNG answer shows
     response_model: type[BaseModel]
 
@@ -104,7 +102,7 @@ class Endpoint:
         if not state.ready or serving is None:
             raise NotReady(f"the model is not ready ({state.status}); retry shortly", headers={"retry-after": "1"})
         query = parse_query(self.query, call.query_string)
-        output = choose_format(OutputFormat(query.format) if query.format else None, call.accept)
+        output = choose_format(query.format, call.accept)
         with serving.batcher.arrival():
             inputs = await self.read(call, serving, query)
         outputs = await serving.batcher.submit(self.op, inputs)
@@ -197,8 +195,10 @@ _ERRORS = {
 
 
 def _query_parameters(model: type[OutputQuery]) -> list[dict[str, Any]]:
+    document = model.model_json_schema()
+    definitions = document.get("$defs", {})
     parameters = []
-    for name, schema in model.model_json_schema()["properties"].items():
+    for name, schema in document["properties"].items():
         schema = dict(schema)
         description = schema.pop("description", "")
         schema.pop("title", None)
@@ -206,6 +206,10 @@ def _query_parameters(model: type[OutputQuery]) -> list[dict[str, Any]]:
         branches = [s for s in schema.pop("anyOf", []) if s.get("type") != "null"]
         if branches:
             schema = {**branches[0], **schema}
+        if "$ref" in schema:  # an enum: inlined, a query parameter has no components of its own
+            referenced = dict(definitions[schema.pop("$ref").rsplit("/", 1)[-1]])
+            referenced.pop("title", None)
+            schema = {**referenced, **schema}
         if schema.get("default") is None:
             schema.pop("default", None)
         parameters.append({"name": name, "in": "query", "required": False, "description": description,

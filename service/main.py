@@ -38,6 +38,7 @@ from service.request_layer import RequestLayer
 from service.routes import ops
 from service.settings import Settings, get_settings, unknown_settings
 from service.state import ServiceState, Serving
+from service.wire import MSE_HEADER, REQUEST_ID_HEADER
 
 log = logging.getLogger("service")
 
@@ -126,8 +127,8 @@ class ServiceApp(FastAPI):
         if state.settings.cors_origins:
             entry = CORSMiddleware(
                 entry, allow_origins=state.settings.cors_origins, allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
-                expose_headers=["X-Request-ID", "X-Reconstruction-MSE"],
+                allow_headers=["Authorization", "Content-Type", "Accept", REQUEST_ID_HEADER],
+                expose_headers=[REQUEST_ID_HEADER, MSE_HEADER],
             )  # fmt: skip
         self._entry = entry
 

@@ -20,10 +20,11 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from service.codecs.arrays import check_count, images_from_array, latents_from_array
 from service.codecs.images import decode_image, decode_images
 from service.codecs.multipart import parse_form_data
-from service.codecs.npy import NPY_MEDIA_TYPE, read_npy
+from service.codecs.npy import read_npy
 from service.errors import APIError, InvalidInput, MalformedBody, PayloadTooLarge, UnsupportedMediaType
 from service.schemas import ImagesRequest, LatentsRequest
 from service.settings import Settings
+from service.wire import NPY_MEDIA_TYPE
 
 IMAGE_CONTENT_TYPES = ("multipart/form-data", "image/png (or any image/*)", "application/json", NPY_MEDIA_TYPE)
 LATENT_CONTENT_TYPES = ("application/json", NPY_MEDIA_TYPE)

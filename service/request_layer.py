@@ -40,9 +40,11 @@ from service.errors import (
 )
 from service.logs import request_id_var
 from service.state import ServiceState
+from service.wire import REQUEST_ID_HEADER
 
 log = logging.getLogger("service.access")
 
+_REQUEST_ID = REQUEST_ID_HEADER.lower().encode()  # ASGI header names are lower-case bytes
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ENDPOINT_HEADERS = {b"content-type", b"accept", b"authorization"}  # what the inference endpoints read
 _LOG_FROM_STATUS = {"all": 0, "errors": 400, "off": 1000}  # the access_log setting: lowest status logged
@@ -64,7 +66,7 @@ class RequestLayer:
             return
         incoming_id, declared, wanted = "", None, {}
         for name, value in scope["headers"]:  # ASGI servers lower-case header names
-            if name == b"x-request-id":
+            if name == _REQUEST_ID:
                 incoming_id = value.decode("latin-1")
             elif name == b"content-length":
                 declared = value.decode("latin-1")
@@ -72,7 +74,7 @@ class RequestLayer:
                 wanted[name] = value.decode("latin-1")
         # ids need to be unique, not secret: no syscall per request as uuid4 would make
         request_id = incoming_id if _SANE_REQUEST_ID.match(incoming_id) else f"{random.getrandbits(128):032x}"
-        id_header = (b"x-request-id", request_id.encode())
+        id_header = (_REQUEST_ID, request_id.encode())
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500

@@ -14,11 +14,10 @@ import numpy as np
 from starlette.responses import Response
 
 from service.codecs.images import latent_picture, png_bytes, tile
-from service.codecs.npy import NPY_MEDIA_TYPE, npy_bytes
+from service.codecs.npy import npy_bytes
 from service.errors import NotAcceptable
 from service.http_json import json_response
-
-MSE_HEADER = "X-Reconstruction-MSE"
+from service.wire import MSE_HEADER, NPY_MEDIA_TYPE
 
 
 class OutputFormat(enum.StrEnum):

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from service.errors import NotAcceptable
-from service.responses import MSE_HEADER, OutputFormat, choose_format, render_images, render_latents
+from service.responses import OutputFormat, choose_format, render_images, render_latents
+from service.wire import MSE_HEADER
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,6 @@ import numpy as np
 
 from service.errors import InvalidInput, MalformedBody, PayloadTooLarge
 
-NPY_MEDIA_TYPE = "application/x-npy"
 _MAX_HEADER_BYTES = 10_000
 
 
