@@ -54,5 +54,3 @@ def test_exceptions_keep_their_traceback(stderr: io.StringIO) -> None:
         logging.getLogger("service.test").exception("failed")
     (entry,) = [json.loads(line) for line in stderr.getvalue().splitlines()]
     assert "ValueError: boom" in entry["exception"] and "Traceback" in entry["exception"]
-
-
