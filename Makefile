@@ -12,10 +12,11 @@ PORT ?= 8000
 
 setup: $(STAMP)
 
-# re-install when the dependencies change; torch comes from the ranges in pyproject.toml
+# re-install when the dependencies change; torch comes from the ranges in pyproject.toml; the
+# service's own dependencies, training's extra and the development tools, so every target works
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,dev]'
 	touch $(STAMP)
 
 serve: setup

@@ -4,6 +4,7 @@ itself needs a Docker engine; these check what can go wrong without one.)"""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -42,3 +43,51 @@ def test_the_dockerfile_copies_what_the_service_needs() -> None:
     checkpoint = re.search(r"MNIST_AE_CHECKPOINT=/app/(\S+)", dockerfile)
     assert checkpoint is not None and (REPO / checkpoint.group(1)).is_file()
     assert re.search(r"^USER \d+$", dockerfile, re.M), "the service runs as an unprivileged user"
+
+
+# what the service needs without importing it itself: uvicorn's faster loop and parser, and
+# Starlette's multipart parser
+INDIRECT = {"uvloop", "httptools", "python-multipart"}
+
+
+def test_the_runtime_dependencies_are_what_the_service_imports() -> None:
+    """pyproject's dependencies (the serving image's) name every third-party package service/
+    imports, and nothing else: training's and the tests' packages live in extras."""
+    import ast
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    def normal(name: str) -> str:  # PEP 503
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = {
+        normal(re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0])
+        for requirement in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
+    modules = set()
+    for path in (REPO / "service").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules.add(node.module.split(".")[0])
+    third_party = modules - set(sys.stdlib_module_names) - {"service", "__future__"}
+    distributions = packages_distributions()
+    imported = {normal(distributions[module][0]) for module in third_party}
+    assert imported <= declared, f"imported by service/ but not a dependency: {imported - declared}"
+    assert declared - imported <= INDIRECT, f"dependencies service/ does not use: {declared - imported - INDIRECT}"
+
+
+def test_the_dependency_layers_read_only_the_pins_and_the_dependency_lists() -> None:
+    """Everything COPY'd before the last pip install is constraints.txt and pyproject.toml: a change to
+    code, docs or weights leaves the dependency layers (gigabytes of torch) as they were."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    before_installs = dockerfile[: dockerfile.rindex("pip install")]
+    sources = {name for line in re.findall(r"^COPY (.+) \S+$", before_installs, re.M) for name in line.split()}
+    assert sources == {"constraints.txt", "pyproject.toml"}
+    assert "--extra-index-url" not in dockerfile, "one index for torch, and only for torch"
+    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))  # fmt: skip
+    shipped = json.loads((REPO / "weights" / "autoencoder.json").read_text())["torch_version"]
+    assert pins["torch"] == shipped.split("+")[0], "the image's torch is the one the shipped weights were made with"
