@@ -62,6 +62,16 @@ class InvalidInput(APIError):
     status_code, code = 422, "invalid_input"
 
 
+class Forbidden(APIError):
+    status_code, code = 403, "forbidden"
+
+
+class InvalidCheckpoint(APIError):
+    """A checkpoint to roll out that is missing, tampered with, of another architecture or not finite."""
+
+    status_code, code = 422, "invalid_checkpoint"
+
+
 class NotReady(APIError):
     status_code, code = 503, "not_ready"
 

@@ -14,6 +14,8 @@ import asyncio
 import gc
 import logging
 import os
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,8 +36,9 @@ from service.inference import Predictor
 from service.logs import configure_logging
 from service.memory import drop_cuda_library_pages, keep_freed_blocks, resident_bytes
 from service.metrics import Metrics
+from service.reload import reload_on_signal
 from service.request_layer import RequestLayer
-from service.routes import ops
+from service.routes import admin, ops
 from service.settings import Settings, get_settings, unknown_settings
 from service.state import ServiceState, Serving
 from service.wire import MSE_HEADER, REQUEST_ID_HEADER
@@ -96,6 +99,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("ready: warm-up took %.3f s", seconds)
 
     warming = asyncio.create_task(warm_up(), name="warm-up")
+    loop = asyncio.get_running_loop()
+    # SIGHUP rolls the configured checkpoint out again (a file replaced on a volume, say); signal
+    # handlers belong to the main thread, which is where servers run the app
+    on_sighup = threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP")
+    if on_sighup:
+        loop.add_signal_handler(signal.SIGHUP, lambda: state.background(reload_on_signal(state)))
     metrics_server = None
     if settings.metrics_port is not None:
         metrics_server, _ = start_http_server(
@@ -105,6 +114,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if on_sighup:
+            loop.remove_signal_handler(signal.SIGHUP)
         if metrics_server is not None:
             metrics_server.shutdown()
         state.draining = True
@@ -163,6 +174,7 @@ def create_app(settings: Settings | None = None, *, checkpoint: Checkpoint | Non
         summary="Encode 28x28 digits to 16x7x7 latent codes, decode them, and score reconstructions.",
     )
     app.include_router(ops.router)
+    app.include_router(admin.router)
     if settings.metrics_port is None:
         app.include_router(ops.metrics_router)
     return app

@@ -64,6 +64,9 @@ class Metrics:
         self.batch_failures = Counter("mnist_ae_batch_failures", "Forward passes that raised", ["op"], registry=r)
         self.queue_images = Gauge("mnist_ae_queue_images", "Images waiting for a forward pass", registry=r)
         self.ready = Gauge("mnist_ae_ready", "1 when the model is loaded and warm", registry=r)
+        self.reloads = Counter(
+            "mnist_ae_model_reloads", "Model roll-outs by outcome (loaded, refused)", ["outcome"], registry=r
+        )
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # model
     checkpoint: Path = Field(DEFAULT_CHECKPOINT, description="safetensors checkpoint (its .json beside it)")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:1")
+    checkpoint_dir: Path | None = Field(
+        None, description="where POST /admin/reload may load a checkpoint named in its body; unset: none"
+    )
     warmup_batches: int = Field(3, ge=0, le=100, description="forward passes run before readiness turns true")
     torch_threads: int = Field(0, ge=0, le=256, description="intra-op threads for the forward pass; 0: torch's default")
 
@@ -50,7 +53,9 @@ class Settings(BaseSettings):
 
     # access
     api_key: SecretStr | None = Field(
-        None, description="when set, /encode, /decode, /reconstruct and /model need 'Authorization: Bearer <key>'"
+        None,
+        description="when set, /encode, /decode, /reconstruct, /model and /admin/reload need "
+        "'Authorization: Bearer <key>'",
     )
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: CORS off")
 

@@ -1,0 +1,61 @@
+"""POST /admin/reload: roll out a checkpoint without downtime (service/reload.py).
+
+It needs the API key, so it exists only when one is configured (403 otherwise): an operator
+without one sends the process SIGHUP instead.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.access import require_api_key
+from service.deps import StateDep
+from service.errors import Forbidden
+from service.reload import allowed_path, reload_model
+from service.schemas import ErrorResponse
+
+router = APIRouter(tags=["operations"])
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str | None = Field(
+        None, min_length=1, max_length=4096, examples=["run-2026-12-01/autoencoder.safetensors"],
+        description="a checkpoint in MNIST_AE_CHECKPOINT_DIR (its file, its .json or its directory); "
+        "omitted: the configured MNIST_AE_CHECKPOINT, read again",
+    )  # fmt: skip
+
+
+class ReloadResponse(BaseModel):
+    checkpoint: str
+    sha256: str
+    previous_sha256: str
+    warmup_s: float
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        400: "malformed JSON body",
+        401: "missing or wrong API key",
+        403: "no API key configured, or a checkpoint outside MNIST_AE_CHECKPOINT_DIR",
+        422: "the checkpoint is missing, tampered with, of another architecture or not finite: the old one serves on",
+        503: "the model is not loaded yet, or the server is draining",
+    }.items()
+}
+
+
+@router.post("/admin/reload", summary="Roll out a checkpoint: verified, warmed up, swapped in between batches",
+             response_model=ReloadResponse, dependencies=[Depends(require_api_key)], responses=_ERRORS)  # fmt: skip
+async def reload(state: StateDep, request: Annotated[ReloadRequest | None, Body()] = None) -> ReloadResponse:
+    if state.settings.api_key is None:
+        raise Forbidden("/admin/reload needs MNIST_AE_API_KEY to be set; without one, send the process SIGHUP")
+    name = request.checkpoint if request is not None else None
+    path = allowed_path(name, state.settings.checkpoint_dir) if name is not None else None
+    rollout = await reload_model(state, path)
+    return ReloadResponse(checkpoint=rollout.checkpoint, sha256=rollout.sha256,
+                          previous_sha256=rollout.previous_sha256, warmup_s=rollout.warmup_s)  # fmt: skip
