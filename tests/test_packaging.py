@@ -91,3 +91,9 @@ def test_the_dependency_layers_read_only_the_pins_and_the_dependency_lists() -> 
                 if line and not line.startswith("#"))  # fmt: skip
     shipped = json.loads((REPO / "weights" / "autoencoder.json").read_text())["torch_version"]
     assert pins["torch"] == shipped.split("+")[0], "the image's torch is the one the shipped weights were made with"
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    hadolint = Path(sys.executable).with_name("hadolint")
+    done = subprocess.run([str(hadolint), str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "", done.stdout + done.stderr
