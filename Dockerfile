@@ -38,11 +38,12 @@ open('/tmp/build/train.txt', 'w').write('\n'.join(p['optional-dependencies']['tr
     && rm -rf /tmp/build
 COPY service ./service
 COPY training ./training
+# MNIST and the run's outputs go to volumes at /data and /checkpoints, which start out as these
+# folders, the training user's (--out given again after the image's wins)
+RUN mkdir /data /checkpoints && chown 10001:10001 /data /checkpoints
 ENV MPLCONFIGDIR=/tmp/matplotlib
 USER 10001
-# MNIST and the run's outputs go to volumes: /data and /checkpoints
-ENTRYPOINT ["python", "-m", "training", "--data-dir", "/data", "--no-progress"]
-CMD ["--out", "/checkpoints/run"]
+ENTRYPOINT ["python", "-m", "training", "--data-dir", "/data", "--out", "/checkpoints/run", "--no-progress"]
 
 FROM base AS serve
 COPY service ./service

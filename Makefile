@@ -8,7 +8,7 @@ ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup serve test test-fast lint typecheck train evaluate data bench-deps bench device-kit clean
+.PHONY: setup serve test test-fast docker-smoke lint typecheck train evaluate data bench-deps bench device-kit clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,7 @@ serve: setup
 # everything: lint, types, unit and in-process tests, and the integration tests (real uvicorn
 # processes, the real MNIST set, training, schemathesis, the bench smoke tests); what CI runs
 test: setup
-	$(PY) -m ruff check service training tests bench
+	$(PY) -m ruff check service training tests bench scripts
 	$(PY) -m mypy
 	$(PY) -m pytest
 
@@ -33,9 +33,13 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not integration"
 
+# the image and the compose stack for real (needs Docker with compose v2; not part of `make test`)
+docker-smoke: setup
+	PY=$(PY) bash scripts/docker-smoke.sh
+
 lint: setup
-	$(PY) -m ruff check service training tests bench
-	$(PY) -m ruff format --check service training tests bench
+	$(PY) -m ruff check service training tests bench scripts
+	$(PY) -m ruff format --check service training tests bench scripts
 
 typecheck: setup
 	$(PY) -m mypy

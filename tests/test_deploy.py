@@ -56,3 +56,21 @@ def test_probes_and_the_locked_down_container() -> None:
     settings = manifest("configmap.yaml")["data"]
     assert {name.removeprefix(ENV_PREFIX).lower() for name in settings} <= set(Settings.model_fields)
     assert "MNIST_AE_API_KEY" not in settings, "the key comes from the Secret"
+
+
+def test_the_compose_stack_is_locked_down_and_rolls_out_what_train_writes() -> None:
+    """What `make docker-smoke` runs for real, checked here without Docker: the API's port on
+    localhost by default, its limits, read-only root, health check and a stop grace over the drain;
+    the training service under its profile, writing where the API's roll-outs read."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    api, train = compose["services"]["api"], compose["services"]["train"]
+    assert api["ports"] == ["${API_BIND:-127.0.0.1}:${API_PORT:-8000}:8000"]
+    assert api["read_only"] is True and api["tmpfs"] == ["/tmp"] and "healthcheck" in api
+    assert {"cpus", "memory"} <= set(api["deploy"]["resources"]["limits"])
+    assert int(api["stop_grace_period"].removesuffix("s")) >= 5 + 30  # drain grace and accepted requests
+    assert "models:/models:ro" in api["volumes"] and "MNIST_AE_CHECKPOINT_DIR=/models" in api["environment"]
+    assert train["profiles"] == ["train"] and "models:/checkpoints" in train["volumes"]
+    assert api["build"]["target"] == "serve" and train["build"]["target"] == "train"
+    gpu = yaml.safe_load((REPO / "docker-compose.gpu.yml").read_text())["services"]["api"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# make docker-smoke: the image and the compose stack for real, with Docker (and compose v2).
+# Builds both targets, starts the API and waits for healthy, calls /reconstruct, /encode and /decode
+# with the example files in JSON, PNG and .npy, checks the user and the read-only root, trains
+# with the profile and rolls the checkpoint out, stops the API under load and counts the accepted
+# requests that failed (none may), and tears it all down. Not part of `make test`.
+#
+# The environment picks the build: TORCH_INDEX_URL (empty: the normal index) and BUILD_NETWORK
+# (host, where builds reach the package index only that way), as docker-compose.yml reads them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-mnist-ae-smoke}
+export API_PORT=${API_PORT:-18000}
+export MNIST_AE_API_KEY=${MNIST_AE_API_KEY:-smoke-$RANDOM$RANDOM$RANDOM}
+URL=http://127.0.0.1:$API_PORT
+AUTH="Authorization: Bearer $MNIST_AE_API_KEY"
+OUT=$(mktemp -d)
+started=$(date +%s)
+step() { echo "== $(( $(date +%s) - started )) s: $*"; }
+compose() { docker compose --profile train "$@"; }
+fail() { echo "FAIL: $*"; compose logs --tail 40 api || true; exit 1; }
+cleanup() { compose down -v --remove-orphans >/dev/null 2>&1 || true; rm -rf "$OUT"; }
+trap cleanup EXIT
+
+step "build both targets (serve, train)"
+compose build api train
+docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^mnist-ae:'
+
+step "start the API and wait for healthy"
+compose up -d api
+for _ in $(seq 120); do
+    health=$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q api)")
+    [ "$health" = healthy ] && break
+    sleep 1
+done
+[ "$health" = healthy ] || fail "the API is $health, not healthy"
+step "healthy"
+
+step "the endpoints with the example files"
+post() {  # post PATH OUTPUT curl-args...: a 200 whose body is written to OUTPUT
+    local path=$1 output=$2; shift 2
+    code=$(curl -s -o "$OUT/$output" -w '%{http_code}' -H "$AUTH" "$@" "$URL$path")
+    [ "$code" = 200 ] || fail "$path answered $code: $(head -c 300 "$OUT/$output")"
+}
+post /reconstruct recon.json -H 'Content-Type: application/json' -d @examples/images.json
+post '/reconstruct?format=png' recon.png -F file=@examples/seven.png
+post /reconstruct recon.npy -H 'Content-Type: application/x-npy' -H 'Accept: application/x-npy' --data-binary @examples/digits.npy
+post '/encode?format=npy' latents.npy -H 'Content-Type: image/png' --data-binary @examples/seven.png
+post /encode latent.json -F file=@examples/two.png
+post '/decode?format=png' decoded.png -H 'Content-Type: application/json' -d @examples/latent.json
+post /decode decoded.npy -H 'Content-Type: application/x-npy' -H 'Accept: application/x-npy' --data-binary @"$OUT/latents.npy"
+"$PY" - "$OUT" <<'PYCHECK' || fail "an answer is not what it should be"
+import io, json, sys
+from pathlib import Path
+import numpy as np
+out = Path(sys.argv[1])
+assert json.loads((out / "recon.json").read_text())["shape"] == [3, 1, 28, 28]
+assert json.loads((out / "latent.json").read_text())["shape"] == [1, 16, 7, 7]
+for name in ("recon.png", "decoded.png"):
+    assert (out / name).read_bytes().startswith(b"\x89PNG"), name
+assert np.load(out / "recon.npy").shape == (3, 1, 28, 28)
+assert np.load(out / "latents.npy").shape == (1, 16, 7, 7)
+assert np.load(out / "decoded.npy").shape == (1, 1, 28, 28)
+print("   answers: JSON, PNG and .npy as expected")
+PYCHECK
+
+step "the container's user and its read-only root"
+uid=$(compose exec -T api id -u)
+[ "$uid" = 10001 ] || fail "the API runs as uid $uid"
+if compose exec -T api sh -c 'touch /app/written' 2>/dev/null; then fail "the root filesystem is writable"; fi
+compose exec -T api sh -c 'touch /tmp/written' || fail "/tmp is not writable"
+echo "   uid $uid, / read-only, /tmp writable"
+
+step "train with the profile"
+if [ -d data/MNIST/raw ]; then  # a copy already here (make data) spares the container the download
+    compose run --rm -T --no-deps --entrypoint sh -v "$PWD/data/MNIST:/src:ro" train \
+        -c 'mkdir -p /data/MNIST && cp -r /src/raw /data/MNIST/'
+fi
+compose run --rm -T train --epochs 1 --limit 2000
+trained=$(compose run --rm -T --entrypoint python train -c \
+    "import json; print(json.load(open('/checkpoints/run/autoencoder.json'))['weights_sha256'])")
+
+step "roll the new checkpoint out"
+code=$(curl -s -o "$OUT/reload.json" -w '%{http_code}' -X POST -H "$AUTH" -H 'Content-Type: application/json' \
+    -d '{"checkpoint": "run"}' "$URL/admin/reload")
+[ "$code" = 200 ] || fail "reload answered $code: $(cat "$OUT/reload.json")"
+served=$(curl -s -H "$AUTH" "$URL/model" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["checkpoint_sha256"])')
+[ "$served" = "$trained" ] || fail "serving $served after the roll-out, not $trained"
+echo "   serving the trained checkpoint: $served"
+
+step "stop the API under load: no accepted request may fail"
+"$PY" scripts/drain_load.py "$URL" --seconds 60 > "$OUT/load.json" &
+load=$!
+sleep 3
+stop_started=$(date +%s)
+compose stop api
+stop_took=$(( $(date +%s) - stop_started ))
+wait "$load"
+echo "   docker compose stop took $stop_took s; load: $(cat "$OUT/load.json")"
+"$PY" - "$OUT/load.json" <<'PYCHECK' || fail "requests failed during the drain"
+import json, sys
+counts = json.load(open(sys.argv[1]))
+assert counts["ok"] > 0 and counts["error_status"] == 0 and counts["failed_after_sending"] == 0, counts
+PYCHECK
+compose logs api | grep -q 'all accepted requests answered' || fail "the API did not report a clean drain"
+echo "   the API drained: all accepted requests answered"
+
+step "tear down"
+cleanup
+trap - EXIT
+step "docker smoke passed"
