@@ -33,8 +33,9 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not integration"
 
-# the image and the compose stack for real (needs Docker with compose v2; not part of `make test`)
-docker-smoke: setup
+# the image and the compose stack for real (needs Docker with compose v2; not part of `make test`);
+# MNIST is fetched here first and copied into the training container's volume
+docker-smoke: setup data
 	PY=$(PY) bash scripts/docker-smoke.sh
 
 lint: setup
