@@ -1,54 +1,29 @@
-"""``python -m service --host H --port P``: serve the app under uvicorn (``service.main:create_app``).
+"""``python -m service --host H --port P [--workers N]``: serve the app under uvicorn.
 
-Other settings come from ``MNIST_AE_*`` environment variables (see service/settings.py).
+Other settings come from ``MNIST_AE_*`` environment variables (service/settings.py). With one
+process the checkpoint is loaded once, here, before uvicorn starts, and handed to the app. With
+``--workers N``, uvicorn's supervisor starts N processes that each build the app
+(``service.main:create_app``) and load the checkpoint, each with its own batcher; it is checked
+here first all the same, so that a bad one stops everything in one line. Their Prometheus metrics
+are added up across them (service/metrics.py). SIGTERM drains every worker (service/signals.py);
+SIGHUP to this process restarts the workers one at a time on the configured checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
-import threading
-from types import FrameType
+import tempfile
 
 import uvicorn
 from pydantic import ValidationError
 
+from service.logs import configure_logging
 from service.main import StartupError, create_app, load_model
 from service.settings import describe_settings_error, get_settings
-from service.state import ServiceState
 
-log = logging.getLogger("service")
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn, with a grace period on the first SIGTERM/SIGINT.
-
-    For ``grace_s`` seconds /readyz answers 503 while every request is still served, so that a
-    load balancer or Kubernetes stops routing new traffic here; then uvicorn's own graceful
-    shutdown runs: it stops accepting connections, finishes the accepted requests (up to
-    ``--graceful-timeout``), and the lifespan drains the batch queue. A second signal skips
-    what is left of the grace.
-    """
-
-    def __init__(self, config: uvicorn.Config, state: ServiceState, grace_s: float) -> None:
-        super().__init__(config)
-        self.state = state
-        self.grace_s = grace_s
-        self._grace: threading.Timer | None = None
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.grace_s > 0 and self._grace is None:
-            self.state.draining = True  # /readyz turns 503 now
-            self._grace = threading.Timer(self.grace_s, self._end_grace)
-            self._grace.daemon = True
-            self._grace.start()
-            return
-        super().handle_exit(sig, frame)
-
-    def _end_grace(self) -> None:
-        log.info("drain grace of %.1f s over; stopping", self.grace_s)
-        self.should_exit = True
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode reads it
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server processes, each with its own model and batcher (one per core or so)")  # fmt: skip
     parser.add_argument("--graceful-timeout", type=float, default=30.0,
                         help="seconds to finish accepted requests once shutdown starts")  # fmt: skip
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
@@ -66,31 +43,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto",
                         help="HTTP parser; auto picks httptools when installed")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
 
     try:
         settings = get_settings()
     except ValidationError as exc:
         print(f"error: cannot start: {describe_settings_error(exc)}", file=sys.stderr)  # noqa: T201
         return 2
-    try:  # fail in one clear line, before uvicorn starts, if the checkpoint is unusable; loaded once
+    try:  # fail in one clear line, before uvicorn starts, if the checkpoint is unusable
         checkpoint = load_model(settings)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201 (before logging exists)
         return 2
-    app = create_app(settings, checkpoint=checkpoint)
 
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_config=None,  # the app configures logging itself
-        access_log=False,
-        timeout_graceful_shutdown=args.graceful_timeout,
-        proxy_headers=False,
-        loop=args.loop,
-        http=args.http,
-    )
-    DrainingServer(config, app.state.service, settings.drain_grace_s).run()
+    options = {
+        "host": args.host, "port": args.port, "log_config": None, "access_log": False, "proxy_headers": False,
+        "timeout_graceful_shutdown": args.graceful_timeout, "loop": args.loop, "http": args.http,
+    }  # fmt: skip
+    if args.workers == 1:
+        uvicorn.Server(uvicorn.Config(create_app(settings, checkpoint=checkpoint), **options)).run()
+        return 0
+    configure_logging(settings.log_level, settings.log_format)  # the supervisor's own lines
+    with tempfile.TemporaryDirectory(prefix="mnist-ae-metrics-") as metrics_dir:
+        os.environ.setdefault(METRICS_DIR, metrics_dir)  # the workers inherit it; an operator's own wins
+        uvicorn.run("service.main:create_app", factory=True, workers=args.workers, **options)
     return 0
 
 

@@ -66,6 +66,10 @@ class Forbidden(APIError):
     status_code, code = 403, "forbidden"
 
 
+class Conflict(APIError):
+    status_code, code = 409, "conflict"
+
+
 class InvalidCheckpoint(APIError):
     """A checkpoint to roll out that is missing, tampered with, of another architecture or not finite."""
 

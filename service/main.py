@@ -14,8 +14,6 @@ import asyncio
 import gc
 import logging
 import os
-import signal
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,6 +24,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import start_http_server
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service import signals
 from service.access import BEARER, SECURITY_SCHEME_NAME
 from service.batcher import MicroBatcher
 from service.checkpoint import Checkpoint, CheckpointError, load_checkpoint
@@ -36,7 +35,6 @@ from service.inference import Predictor
 from service.logs import configure_logging
 from service.memory import drop_cuda_library_pages, keep_freed_blocks, resident_bytes
 from service.metrics import Metrics
-from service.reload import reload_on_signal
 from service.request_layer import RequestLayer
 from service.routes import admin, ops
 from service.settings import Settings, get_settings, unknown_settings
@@ -100,11 +98,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     warming = asyncio.create_task(warm_up(), name="warm-up")
     loop = asyncio.get_running_loop()
-    # SIGHUP rolls the configured checkpoint out again (a file replaced on a volume, say); signal
-    # handlers belong to the main thread, which is where servers run the app
-    on_sighup = threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGHUP")
-    if on_sighup:
-        loop.add_signal_handler(signal.SIGHUP, lambda: state.background(reload_on_signal(state)))
+    installed_signals = signals.install(loop, state)  # drain grace, SIGHUP roll-outs (service/signals.py)
     metrics_server = None
     if settings.metrics_port is not None:
         metrics_server, _ = start_http_server(
@@ -114,8 +108,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        if on_sighup:
-            loop.remove_signal_handler(signal.SIGHUP)
+        signals.remove(loop, installed_signals)
         if metrics_server is not None:
             metrics_server.shutdown()
         state.draining = True

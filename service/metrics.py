@@ -1,6 +1,16 @@
-"""Prometheus metrics, in a registry of the app's own (several apps can live in one process)."""
+"""Prometheus metrics, in a registry of the app's own (several apps can live in one process).
+
+With several server processes (``python -m service --workers N``) each process writes its values
+to files in ``PROMETHEUS_MULTIPROC_DIR``, and ``/metrics``, whichever process answers it, adds up
+all of them (prometheus_client's multiprocess mode): counters and histograms are sums over the
+workers, the gauges too (requests in flight, queued images, ready workers). Per-process
+collectors (memory, CPU, garbage collections) only make sense for one process, so they are left
+out then.
+"""
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CollectorRegistry,
@@ -14,6 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the output and nobody graphs them
 
@@ -26,12 +37,17 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        # what operators expect beside the service's own: resident memory, CPU seconds, open files and
-        # start time of the process, the interpreter's version and its garbage collections (read at scrape time)
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
+        self.registry = CollectorRegistry()  # what /metrics renders
+        r: CollectorRegistry | None = self.registry
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]  # every worker's files; this process's values are among them
+            r = None  # so the metrics below are not rendered a second time from this process alone
+        else:
+            # what operators expect beside the service's own: resident memory, CPU seconds, open files and
+            # start time of the process, the interpreter's version and its garbage collections
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
         self.requests = Counter(
             "mnist_ae_http_requests",
             "HTTP requests by route, method and status",
@@ -42,9 +58,8 @@ class Metrics:
             "mnist_ae_http_request_duration_seconds", "Time to answer a request", ["route"], buckets=LATENCY_BUCKETS,
             registry=r,
         )  # fmt: skip
-        self.in_flight = 0  # requests being handled now: a plain count, read at scrape time
-        Gauge("mnist_ae_http_requests_in_flight", "Requests being handled now", registry=r).set_function(
-            lambda: self.in_flight
+        self.in_flight = Gauge(
+            "mnist_ae_http_requests_in_flight", "Requests being handled now", registry=r, multiprocess_mode="livesum"
         )
         self.batch_images = Histogram(
             "mnist_ae_batch_size_images", "Images (or latents) per forward pass", ["op"], buckets=BATCH_BUCKETS,
@@ -62,8 +77,13 @@ class Metrics:
             "mnist_ae_images_processed", "Images or latents run through the model", ["op"], registry=r
         )
         self.batch_failures = Counter("mnist_ae_batch_failures", "Forward passes that raised", ["op"], registry=r)
-        self.queue_images = Gauge("mnist_ae_queue_images", "Images waiting for a forward pass", registry=r)
-        self.ready = Gauge("mnist_ae_ready", "1 when the model is loaded and warm", registry=r)
+        self.queue_images = Gauge(
+            "mnist_ae_queue_images", "Images waiting for a forward pass", registry=r, multiprocess_mode="livesum"
+        )
+        self.ready = Gauge(
+            "mnist_ae_ready", "Server processes whose model is loaded and warm (1 with one process)",
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
         self.reloads = Counter(
             "mnist_ae_model_reloads", "Model roll-outs by outcome (loaded, refused)", ["outcome"], registry=r
         )

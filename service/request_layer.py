@@ -79,7 +79,7 @@ class RequestLayer:
         started = time.perf_counter()
         status = 500
         endpoint = self.endpoints.get(_route_path(scope))
-        self.metrics.in_flight += 1
+        self.metrics.in_flight.inc()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -104,7 +104,7 @@ class RequestLayer:
         finally:
             elapsed = time.perf_counter() - started
             route = endpoint.path if endpoint else getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.in_flight -= 1
+            self.metrics.in_flight.dec()
             self.metrics.observe_request(route, scope["method"], status, elapsed)
             if status >= self.log_from_status:
                 log.info(

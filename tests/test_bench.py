@@ -158,3 +158,9 @@ def test_the_memory_benchmark_runs(tmp_path: Path) -> None:
     text = run_bench(tmp_path, "bench.memory", "--requests", "300", "--rounds", "1", "--trials", "1")
     body = section(text, "memory-cuda-build" if torch.version.cuda else "memory-cpu-build")
     assert "Reproduce: `python -m bench.memory --requests 300 --rounds 1 --trials 1`" in body and "MB at most" in body
+
+
+@needs_wrk
+def test_the_workers_benchmark_runs(tmp_path: Path) -> None:
+    body = section(run_bench(tmp_path, "bench.workers", "--rounds", "1", "--seconds", "1"), "workers")
+    assert "Reproduce: `python -m bench.workers --rounds 1 --seconds 1`" in body and "2 workers" in body

@@ -172,7 +172,8 @@ async def test_sigterm_under_load_drains_then_stops(tmp_path: Path, test_digits:
     exit_code = await asyncio.to_thread(server.process.wait, 30)  # the bound: well within 30 s
     stop.set()
     await asyncio.gather(*clients)
-    assert exit_code == 0
+    # uvicorn finishes its graceful shutdown, then re-raises the signal: "killed by SIGTERM" is a clean exit
+    assert exit_code in (0, -signal.SIGTERM)
     assert len(statuses) > served_before, "requests kept being served during the grace period"
     assert set(statuses) == {200}, "every accepted request was answered, none failed"
     assert any("stopped (all accepted requests answered)" in line for line in server.log_lines())

@@ -134,3 +134,41 @@ def test_any_asgi_server_can_build_the_app_as_a_factory(tmp_path: Path) -> None:
         assert response.status_code == 200 and response.json()["shape"] == [1, 1, 28, 28]
     finally:
         stop_server(server)
+
+
+def test_several_workers_share_the_port_the_metrics_and_the_drain(tmp_path: Path) -> None:
+    """--workers 2: two processes, each with its own model and batcher, behind one port; /metrics
+    adds both up whichever answers; /admin/reload points to the supervisor; SIGTERM drains both."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    server = start_server(tmp_path / "log", {
+        "MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS), "MNIST_AE_API_KEY": "k", "MNIST_AE_DRAIN_GRACE_S": "1.5",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}, command=("-m", "service", "--workers", "2"))  # fmt: skip
+    auth = {"authorization": "Bearer k"}
+    try:
+        for _ in range(100):  # ready means both workers are (the gauge adds them up)
+            if "mnist_ae_ready 2.0" in httpx.get(f"{server.url}/metrics").text:
+                break
+            time.sleep(0.1)
+        png = (REPO / "examples" / "seven.png").read_bytes()
+        for _ in range(40):  # a connection each: the kernel hands them to either worker
+            with httpx.Client(base_url=server.url, headers=auth) as client:
+                response = client.post("/reconstruct", content=png, headers={"content-type": "image/png"})
+                assert response.status_code == 200
+        pids = {path.stem.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")}
+        assert len(pids) == 2, f"both workers counted requests: {pids}"
+        text = httpx.get(f"{server.url}/metrics").text
+        assert 'mnist_ae_http_requests_total{method="POST",route="/reconstruct",status="200"} 40.0' in text
+        assert 'mnist_ae_images_processed_total{op="reconstruct"} 40.0' in text
+        refused = httpx.post(f"{server.url}/admin/reload", headers=auth)
+        assert refused.status_code == 409 and "SIGHUP to their supervisor" in refused.json()["error"]["message"]
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert httpx.get(f"{server.url}/readyz").status_code == 503, "draining: /readyz says so at once"
+        assert httpx.post(f"{server.url}/reconstruct", content=png, headers={"content-type": "image/png", **auth}
+                          ).status_code == 200, "and requests are still served during the grace"  # fmt: skip
+        assert server.process.wait(30) == 0
+        assert sum("stopped (all accepted requests answered)" in line for line in server.log_lines()) == 2
+    finally:
+        if server.process.poll() is None:
+            stop_server(server)

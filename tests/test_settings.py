@@ -87,17 +87,29 @@ def test_the_app_warns_about_each_unknown_variable(
 
 
 def test_the_deployment_files_set_only_real_settings_with_valid_values(monkeypatch: pytest.MonkeyPatch) -> None:
-    """docker-compose.yml and the Dockerfile: a misspelt name is ignored, a bad value stops the service."""
-    compose = (REPO / "docker-compose.yml").read_text()
-    dockerfile = (REPO / "Dockerfile").read_text()
-    values = dict(re.findall(r"^\s+(MNIST_AE_\w+):\s*\"?([^\"#\n]*?)\"?\s*(?:#.*)?$", compose, re.M))
-    values.update(re.findall(r"(MNIST_AE_\w+)=(\S+)", dockerfile))
-    assert {"MNIST_AE_DEVICE", "MNIST_AE_MAX_BATCH_IMAGES", "MNIST_AE_CHECKPOINT"} <= set(values)
-    assert unknown_settings(values) == []
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    settings = Settings()
-    assert settings.device == values["MNIST_AE_DEVICE"]
+    """The compose files (their defaults), the Kubernetes ConfigMap and the Dockerfile: a misspelt
+    name would be ignored, a bad value would stop the service."""
+    import yaml
+
+    def defaults(entries: list[str]) -> dict[str, str]:  # "NAME=${NAME:-value}" -> {"NAME": "value"}
+        pairs = (entry.split("=", 1) for entry in entries if "=" in entry)
+        return {name: re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", value) for name, value in pairs}
+
+    sets = [
+        defaults(yaml.safe_load((REPO / name).read_text())["services"]["api"]["environment"])
+        for name in ("docker-compose.yml", "docker-compose.gpu.yml")
+    ]
+    sets.append(yaml.safe_load((REPO / "deploy" / "k8s" / "configmap.yaml").read_text())["data"])
+    sets.append(dict(re.findall(r"(MNIST_AE_\w+)=(\S+)", (REPO / "Dockerfile").read_text())))
+    assert {"MNIST_AE_DEVICE", "MNIST_AE_MAX_BATCH_IMAGES", "MNIST_AE_CHECKPOINT"} <= set(sets[0])
+    for values in sets:
+        assert unknown_settings(values) == [], values
+        with monkeypatch.context() as patch:
+            for name, value in values.items():
+                patch.setenv(name, value)
+            settings = Settings()
+        if "MNIST_AE_DEVICE" in values:
+            assert settings.device == values["MNIST_AE_DEVICE"]
 
 
 def test_python_m_service_loads_the_checkpoint_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,7 +125,7 @@ def test_python_m_service_loads_the_checkpoint_once(monkeypatch: pytest.MonkeyPa
 
     served: list[object] = []
     monkeypatch.setattr(service.main, "load_checkpoint", counting)
-    monkeypatch.setattr(entry.DrainingServer, "run", lambda self: served.append(self.config.app))
+    monkeypatch.setattr(entry.uvicorn.Server, "run", lambda self: served.append(self.config.app))
     assert entry.main(["--port", "8123"]) == 0
     assert len(loads) == 1 and served and served[0].state.service.checkpoint is not None  # type: ignore[attr-defined]
 

@@ -6,6 +6,8 @@ without one sends the process SIGHUP instead.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
@@ -13,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.access import require_api_key
 from service.deps import StateDep
-from service.errors import Forbidden
+from service.errors import Conflict, Forbidden
 from service.reload import allowed_path, reload_model
 from service.schemas import ErrorResponse
 
@@ -43,6 +45,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         400: "malformed JSON body",
         401: "missing or wrong API key",
         403: "no API key configured, or a checkpoint outside MNIST_AE_CHECKPOINT_DIR",
+        409: "one of several worker processes (--workers): send SIGHUP to their supervisor instead",
         422: "the checkpoint is missing, tampered with, of another architecture or not finite: the old one serves on",
         503: "the model is not loaded yet, or the server is draining",
     }.items()
@@ -54,6 +57,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 async def reload(state: StateDep, request: Annotated[ReloadRequest | None, Body()] = None) -> ReloadResponse:
     if state.settings.api_key is None:
         raise Forbidden("/admin/reload needs MNIST_AE_API_KEY to be set; without one, send the process SIGHUP")
+    if multiprocessing.parent_process() is not None:  # one of --workers N: a reload here would change only it
+        raise Conflict(
+            "this server runs several worker processes and a reload here would change only one of them: send "
+            f"SIGHUP to their supervisor (pid {os.getppid()}), which restarts each on MNIST_AE_CHECKPOINT"
+        )
     name = request.checkpoint if request is not None else None
     path = allowed_path(name, state.settings.checkpoint_dir) if name is not None else None
     rollout = await reload_model(state, path)
