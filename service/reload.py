@@ -2,7 +2,7 @@
 path, then swap it in between two batches. A checkpoint that fails any check is refused with the
 reason, and the model being served goes on serving.
 
-Triggered by ``POST /admin/reload`` (service/routes/admin.py) or by SIGHUP (service/main.py).
+Triggered by ``POST /admin/reload`` (service/routes/admin.py) or by SIGHUP (service/signals.py).
 """
 
 from __future__ import annotations
@@ -10,23 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from service.checkpoint import CheckpointError, load_checkpoint, resolve_weights_path
 from service.errors import Forbidden, InvalidCheckpoint, NotReady
 from service.inference import Predictor
+from service.schemas import ReloadResponse
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Rollout:
-    checkpoint: str
-    sha256: str
-    previous_sha256: str
-    warmup_s: float
 
 
 async def reload_on_signal(state: ServiceState) -> None:
@@ -49,7 +41,7 @@ def allowed_path(name: str, checkpoint_dir: Path | None) -> Path:
     return path
 
 
-async def reload_model(state: ServiceState, path: Path | None = None) -> Rollout:
+async def reload_model(state: ServiceState, path: Path | None = None) -> ReloadResponse:
     """Serve the checkpoint at ``path`` (default: the configured one, read again) from the next batch on.
 
     Raises InvalidCheckpoint (the served model stays) or NotReady (nothing served yet, or draining).
@@ -79,4 +71,5 @@ async def reload_model(state: ServiceState, path: Path | None = None) -> Rollout
         state.checkpoint = checkpoint
         state.metrics.reloads.labels("loaded").inc()
         log.info("rolled out %s (sha256 %s, was %s)", checkpoint.path, checkpoint.sha256[:12], current.sha256[:12])
-        return Rollout(str(checkpoint.path), checkpoint.sha256, current.sha256, round(warmup_s, 3))
+        return ReloadResponse(checkpoint=str(checkpoint.path), sha256=checkpoint.sha256,
+                              previous_sha256=current.sha256, warmup_s=round(warmup_s, 3))  # fmt: skip

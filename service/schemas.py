@@ -133,6 +133,15 @@ class ReadyResponse(BaseModel):
     status: Literal["ready", "loading", "draining"]
 
 
+class ReloadResponse(BaseModel):
+    """What a roll-out did: the checkpoint now served, and the one before it."""
+
+    checkpoint: str
+    sha256: str
+    previous_sha256: str
+    warmup_s: float
+
+
 class ModelInfo(BaseModel):
     architecture: dict[str, Any]
     parameters: int

@@ -17,7 +17,7 @@ from service.access import require_api_key
 from service.deps import StateDep
 from service.errors import Conflict, Forbidden
 from service.reload import allowed_path, reload_model
-from service.schemas import ErrorResponse
+from service.schemas import ErrorResponse, ReloadResponse
 
 router = APIRouter(tags=["operations"])
 
@@ -30,13 +30,6 @@ class ReloadRequest(BaseModel):
         description="a checkpoint in MNIST_AE_CHECKPOINT_DIR (its file, its .json or its directory); "
         "omitted: the configured MNIST_AE_CHECKPOINT, read again",
     )  # fmt: skip
-
-
-class ReloadResponse(BaseModel):
-    checkpoint: str
-    sha256: str
-    previous_sha256: str
-    warmup_s: float
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -64,6 +57,4 @@ async def reload(state: StateDep, request: Annotated[ReloadRequest | None, Body(
         )
     name = request.checkpoint if request is not None else None
     path = allowed_path(name, state.settings.checkpoint_dir) if name is not None else None
-    rollout = await reload_model(state, path)
-    return ReloadResponse(checkpoint=rollout.checkpoint, sha256=rollout.sha256,
-                          previous_sha256=rollout.previous_sha256, warmup_s=rollout.warmup_s)  # fmt: skip
+    return await reload_model(state, path)
