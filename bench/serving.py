@@ -35,11 +35,12 @@ import torch
 from bench.report import command_line, plot_path, write_section
 from bench.workload import PNG, batch_bodies
 from bench.wrk import LoadResult, run_wrk, run_wrk_for_requests
+from service.calibration import is_anomaly
 from service.checkpoint import load_checkpoint
 from service.codecs.images import decode_image
 from service.inference import Op, Predictor
 from service.main import create_app
-from service.responses import OutputFormat, render_images
+from service.responses import OutputFormat, Scores, render_images
 from service.settings import DEFAULT_CHECKPOINT, Settings
 from tests.harness import LiveServer, start_server, stop_server, thread_cpu_seconds
 
@@ -117,13 +118,15 @@ def stage_micros(batch: int) -> dict[str, float]:
     """Each stage of one single-PNG /reconstruct request, in-process on one quiet thread, µs."""
     settings = Settings()
     body = PNG.read_bytes()
-    predictor = Predictor(load_checkpoint(DEFAULT_CHECKPOINT).model, torch.device("cpu"))
+    checkpoint = load_checkpoint(DEFAULT_CHECKPOINT)
+    predictor = Predictor(checkpoint.model, torch.device("cpu"), checkpoint.calibration)
     limits = {"size": 28, "max_pixels": settings.max_image_pixels, "resize": False, "what": "body"}
     image = decode_image(body, **limits)[None]  # what an image/png body becomes
-    recon, mse = predictor.run(Op.RECONSTRUCT, image)
+    recon, mse, percentile = predictor.run(Op.RECONSTRUCT, image)
     images = np.repeat(image, batch, axis=0)
     decode = 1e6 * median_time(lambda: decode_image(body, **limits), 300)
-    encode = 1e6 * median_time(lambda: render_images(recon, OutputFormat.json, mse=mse), 300)
+    scores = Scores(mse=mse, percentile=percentile, anomaly=is_anomaly(percentile, 0.99), quantile=0.99)
+    encode = 1e6 * median_time(lambda: render_images(recon, OutputFormat.json, scores=scores), 300)
     whole, queue = asyncio.run(in_process_micros(batch))
     return {
         "request layer and endpoint (ids, limits, metrics, query, headers, the answer's send)":

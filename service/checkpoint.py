@@ -2,7 +2,8 @@
 
 ``autoencoder.safetensors`` holds the tensors; ``autoencoder.json`` beside it holds the
 format version, the architecture config, how the weights were trained and what they
-scored, and the sha256 of the weights file. :func:`load_checkpoint` is the one loader
+scored, the anomaly calibration (service/calibration.py), and the sha256 of the weights
+file. :func:`load_checkpoint` is the one loader
 everything uses (training's resume and evaluation, the service, the tests). There is
 no pickle on that path: safetensors is a flat header plus raw tensor bytes.
 
@@ -26,6 +27,7 @@ import safetensors
 import safetensors.torch
 import torch
 
+from service.calibration import Calibration
 from service.fileio import atomic_write_bytes, sha256_hex
 from service.model import AutoEncoder, ModelConfig
 
@@ -47,6 +49,7 @@ class Checkpoint:
     path: Path
     sha256: str  # of the weights file's bytes
     metadata: dict[str, Any] = field(default_factory=dict)  # empty for a seed-style file
+    calibration: Calibration | None = None  # None: trained before calibration existed, or a seed-style file
 
     @property
     def config(self) -> ModelConfig:
@@ -104,6 +107,7 @@ def save_checkpoint(
     training: dict[str, Any] | None = None,
     dataset: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    calibration: Calibration | None = None,
     source_commit: str | None = None,
 ) -> dict[str, Any]:
     """Write ``path`` (safetensors) and its metadata JSON atomically; return the metadata.
@@ -131,13 +135,23 @@ def save_checkpoint(
         "training": training or {},
         "dataset": dataset or {},
         "metrics": metrics or {},
+        **({"calibration": calibration.to_dict()} if calibration is not None else {}),
         "torch_version": torch.__version__,
         "git_commit": source_commit or git_commit(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     atomic_write_bytes(weights_path, blob)
-    atomic_write_bytes(metadata_path_for(weights_path), (json.dumps(metadata, indent=2) + "\n").encode())
+    _write_metadata(weights_path, metadata)
     return metadata
+
+
+def write_calibration(checkpoint: Checkpoint, calibration: Calibration) -> None:
+    """Store ``calibration`` in the metadata of a loaded (so verified) checkpoint; the weights stay as they are."""
+    _write_metadata(checkpoint.path, {**checkpoint.metadata, "calibration": calibration.to_dict()})
+
+
+def _write_metadata(weights_path: Path, metadata: dict[str, Any]) -> None:
+    atomic_write_bytes(metadata_path_for(weights_path), (json.dumps(metadata, indent=2) + "\n").encode())
 
 
 def load_checkpoint(
@@ -150,8 +164,8 @@ def load_checkpoint(
     """Load and verify a checkpoint; the model comes back in eval mode on ``device``.
 
     Refuses, with a :class:`CheckpointError` naming the file, anything that is missing,
-    truncated, tampered with (sha256), of another format version or architecture, or
-    holding non-finite weights. ``expected_config``, when given, must equal the
+    truncated, tampered with (sha256), of another format version or architecture,
+    holding non-finite weights, or carrying malformed calibration. ``expected_config``, when given, must equal the
     checkpoint's architecture (a service built for 28x28 inputs refuses anything else).
     ``allow_seed_format=False`` refuses seed-style ``.pt``/``.pth`` files, which go through
     (restricted) unpickling: the service loads safetensors only.
@@ -166,12 +180,21 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {weights_path}: file not found")
     blob = weights_path.read_bytes()
     digest = sha256_hex(blob)
+    calibration = None
     if weights_path.suffix in SEED_SUFFIXES:
         metadata: dict[str, Any] = {}
         config = expected_config or ModelConfig()
         state = _read_seed_state_dict(weights_path, blob)
     else:
         metadata = _read_metadata(weights_path, digest)
+        if "calibration" in metadata:  # absent is fine (served without decisions); malformed is not
+            try:
+                calibration = Calibration.from_dict(metadata["calibration"])
+            except ValueError as exc:
+                raise CheckpointError(
+                    f"checkpoint {weights_path}: bad calibration in metadata: {exc} "
+                    "(recompute it with: python -m training.calibrate)"
+                ) from exc
         try:
             config = ModelConfig.from_dict(metadata["architecture"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -189,7 +212,7 @@ def load_checkpoint(
     _check_state_dict(weights_path, model, state)
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
-    return Checkpoint(model=model, path=weights_path, sha256=digest, metadata=metadata)
+    return Checkpoint(model=model, path=weights_path, sha256=digest, metadata=metadata, calibration=calibration)
 
 
 def _read_metadata(weights_path: Path, digest: str) -> dict[str, Any]:

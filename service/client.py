@@ -3,7 +3,7 @@
     from service.client import AutoencoderClient
     with AutoencoderClient("http://127.0.0.1:8000") as client:
         codes = client.encode(images)            # (N,28,28) uint8 or float in [0,1] -> (N,16,7,7)
-        result = client.reconstruct(images)      # .images (N,1,28,28), .mse (N,)
+        result = client.reconstruct(images)      # .images (N,1,28,28), .mse, .percentile, .anomaly (N,)
         digits = client.decode(codes)            # (N,1,28,28) in [0,1]
 
 Arrays travel as ``.npy`` both ways (exact float32, no JSON overhead). ``AsyncAutoencoderClient``
@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service.wire import MSE_HEADER, NPY_MEDIA_TYPE
+from service.wire import ANOMALY_HEADER, MSE_HEADER, NPY_MEDIA_TYPE, PERCENTILE_HEADER, QUANTILE_HEADER
 
 
 class ServiceError(RuntimeError):
@@ -35,6 +35,10 @@ class ServiceError(RuntimeError):
 class Reconstruction:
     images: np.ndarray  # (N,1,28,28) float32 in [0,1]
     mse: np.ndarray  # (N,) float32: MSE per pixel of each image, the anomaly score
+    # None when the served checkpoint has no calibration:
+    percentile: np.ndarray | None  # (N,) float32: share of normal images scoring lower, 0..100
+    anomaly: np.ndarray | None  # (N,) bool: percentile above 100 x anomaly_quantile
+    anomaly_quantile: float | None  # the threshold the decisions used
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -66,10 +70,29 @@ def _array(response: httpx.Response) -> np.ndarray:
     return array
 
 
+def _header_floats(response: httpx.Response, name: str) -> np.ndarray | None:
+    value = response.headers.get(name)
+    return None if value is None else np.array([float(v) for v in value.split(",")], dtype=np.float32)
+
+
 def _reconstruction(response: httpx.Response) -> Reconstruction:
     images = _array(response)
-    mse = np.array([float(v) for v in response.headers[MSE_HEADER].split(",")], dtype=np.float32)
-    return Reconstruction(images=images, mse=mse)
+    mse = _header_floats(response, MSE_HEADER)
+    if mse is None:
+        raise ServiceError(response.status_code, "bad_response", f"the answer has no {MSE_HEADER} header")
+    anomaly = response.headers.get(ANOMALY_HEADER)
+    quantile = response.headers.get(QUANTILE_HEADER)
+    return Reconstruction(
+        images=images,
+        mse=mse,
+        percentile=_header_floats(response, PERCENTILE_HEADER),
+        anomaly=None if anomaly is None else np.array([v == "true" for v in anomaly.split(",")]),
+        anomaly_quantile=None if quantile is None else float(quantile),
+    )
+
+
+def _reconstruct_params(anomaly_quantile: float | None) -> dict[str, float]:
+    return {} if anomaly_quantile is None else {"anomaly_quantile": anomaly_quantile}
 
 
 class _Base:
@@ -97,8 +120,10 @@ class AutoencoderClient(_Base):
         body = _npy(np.asarray(latents, dtype=np.float32))
         return _array(self._http.post("/decode", **self._post_args(body)))
 
-    def reconstruct(self, images: np.ndarray) -> Reconstruction:
-        return _reconstruction(self._http.post("/reconstruct", **self._post_args(_images_body(images))))
+    def reconstruct(self, images: np.ndarray, *, anomaly_quantile: float | None = None) -> Reconstruction:
+        """Reconstructions and scores; ``anomaly_quantile`` overrides the server's threshold (0.5..0.999)."""
+        return _reconstruction(self._http.post("/reconstruct", params=_reconstruct_params(anomaly_quantile),
+                                               **self._post_args(_images_body(images))))  # fmt: skip
 
     def ready(self) -> bool:
         return self._http.get("/readyz").status_code == 200
@@ -132,8 +157,9 @@ class AsyncAutoencoderClient(_Base):
         body = _npy(np.asarray(latents, dtype=np.float32))
         return _array(await self._http.post("/decode", **self._post_args(body)))
 
-    async def reconstruct(self, images: np.ndarray) -> Reconstruction:
-        return _reconstruction(await self._http.post("/reconstruct", **self._post_args(_images_body(images))))
+    async def reconstruct(self, images: np.ndarray, *, anomaly_quantile: float | None = None) -> Reconstruction:
+        return _reconstruction(await self._http.post("/reconstruct", params=_reconstruct_params(anomaly_quantile),
+                                                     **self._post_args(_images_body(images))))  # fmt: skip
 
     async def ready(self) -> bool:
         return (await self._http.get("/readyz")).status_code == 200

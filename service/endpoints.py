@@ -20,10 +20,11 @@ from pydantic.json_schema import models_json_schema
 from starlette.responses import Response
 
 from service.access import SECURITY_SCHEME_NAME, check_api_key
+from service.calibration import MAX_QUANTILE, MIN_QUANTILE, is_anomaly
 from service.errors import InvalidInput, NotReady
 from service.inference import Op
 from service.request_body import read_images, read_latents
-from service.responses import OutputFormat, choose_format, render_images, render_latents
+from service.responses import OutputFormat, Scores, choose_format, render_images, render_latents
 from service.schemas import (
     EXAMPLE_LATENT,
     EXAMPLE_PIXELS,
@@ -35,7 +36,9 @@ from service.schemas import (
     TensorResponse,
 )
 from service.state import ServiceState, Serving
-from service.wire import MSE_HEADER, NPY_MEDIA_TYPE
+from service.wire import ANOMALY_HEADER, MSE_HEADER, NPY_MEDIA_TYPE, PERCENTILE_HEADER, QUANTILE_HEADER
+
+NO_CALIBRATION = "its checkpoint carries none; add it with: python -m training.calibrate CHECKPOINT"
 
 # --- query parameters: one model each parses them and documents them ----------------------------
 
@@ -50,7 +53,20 @@ class ImagesQuery(OutputQuery):
     resize: bool = Field(False, description="scale images that are not 28x28 to 28x28 instead of refusing them (422)")
 
 
-_DEFAULT_QUERIES = {model: model() for model in (OutputQuery, ImagesQuery)}  # no query string: the defaults
+class ReconstructQuery(ImagesQuery):
+    anomaly_quantile: float | None = Field(
+        None, ge=MIN_QUANTILE, le=MAX_QUANTILE,
+        description="flag images that score higher than this share of normal images "
+        "(default: the server's MNIST_AE_ANOMALY_QUANTILE, 0.99 unless set)",
+    )  # fmt: skip
+    error_map: bool = Field(
+        False, description="answer with the per-pixel squared error (N,1,28,28) instead of the reconstruction; "
+        "as PNG, a heatmap of the absolute error on a fixed 0..1 scale",
+    )  # fmt: skip
+
+
+# no query string: the defaults
+_DEFAULT_QUERIES = {model: model() for model in (OutputQuery, ImagesQuery, ReconstructQuery)}
 
 
 def parse_query(model: type[OutputQuery], query_string: bytes) -> OutputQuery:
@@ -89,7 +105,7 @@ class Endpoint:
     summary: str
     query: type[OutputQuery]
     read: Callable[[Call, Serving, Any], Awaitable[np.ndarray]]  # -> the batch rows of this request
-    render: Callable[[Outputs, OutputFormat], Response]
+    answer: Callable[[Answer], Response]
     request_body: dict[str, Any]  # OpenAPI; schemas given as pydantic models become $refs (openapi_paths)
     png: str  # what the PNG answer shows
     response_model: type[BaseModel]
@@ -103,10 +119,45 @@ class Endpoint:
             raise NotReady(f"the model is not ready ({state.status}); retry shortly", headers={"retry-after": "1"})
         query = parse_query(self.query, call.query_string)
         output = choose_format(query.format, call.accept)
+        if getattr(query, "anomaly_quantile", None) is not None and serving.batcher.predictor.calibration is None:
+            raise InvalidInput(f"anomaly_quantile: the model being served has no calibration ({NO_CALIBRATION})")
         with serving.batcher.arrival():
             inputs = await self.read(call, serving, query)
         outputs = await serving.batcher.submit(self.op, inputs)
-        return self.render(outputs, output)
+        return self.answer(Answer(outputs, inputs, query, output, serving))
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What an endpoint answers from: the model's outputs for the request's inputs, as asked."""
+
+    outputs: Outputs
+    inputs: np.ndarray
+    query: Any
+    format: OutputFormat
+    serving: Serving
+
+
+def _answer_reconstruct(answer: Answer) -> Response:
+    """Reconstructions (or error maps), each image's MSE, and, if the model is calibrated, its
+    percentile among normal images and the anomaly decision; counted in the metrics."""
+    recon, mse, percentile = answer.outputs
+    query: ReconstructQuery = answer.query
+    metrics = answer.serving.batcher.metrics
+    if np.isnan(percentile).any():  # computed by an uncalibrated model
+        scores = Scores(mse=mse, percentile=None, anomaly=None, quantile=None)
+    else:
+        quantile = query.anomaly_quantile or answer.serving.settings.anomaly_quantile
+        anomaly = is_anomaly(percentile, quantile)
+        scores = Scores(mse=mse, percentile=percentile, anomaly=anomaly, quantile=quantile)
+        if flagged := int(anomaly.sum()):
+            metrics.anomalies.inc(flagged)
+    for value in mse.tolist():
+        metrics.reconstruction_mse.observe(value)
+    if query.error_map:
+        errors = np.square(recon - answer.inputs[:, None])  # (N,1,28,28)
+        return render_images(errors, answer.format, scores=scores, heatmap=True)
+    return render_images(recon, answer.format, scores=scores)
 
 
 async def _read_images(call: Call, serving: Serving, query: ImagesQuery) -> np.ndarray:
@@ -162,18 +213,19 @@ _LATENTS_BODY: dict[str, Any] = {
 ENDPOINTS: Sequence[Endpoint] = (
     Endpoint(
         "/encode", Op.ENCODE, "Images -> latent codes (N,16,7,7)", ImagesQuery, _read_images,
-        lambda out, fmt: render_latents(out[0], fmt), _IMAGES_BODY,
+        lambda a: render_latents(a.outputs[0], a.format), _IMAGES_BODY,
         "a mosaic of the 16 latent channels (a grid for a batch)", TensorResponse,
     ),
     Endpoint(
         "/decode", Op.DECODE, "Latent codes -> images (N,1,28,28) in [0,1]", OutputQuery, _read_latents,
-        lambda out, fmt: render_images(out[0], fmt), _LATENTS_BODY,
+        lambda a: render_images(a.outputs[0], a.format), _LATENTS_BODY,
         "the decoded image (a grid for a batch)", TensorResponse,
     ),
     Endpoint(
-        "/reconstruct", Op.RECONSTRUCT, "Images -> reconstructions and their MSE (an anomaly score)", ImagesQuery,
-        _read_images, lambda out, fmt: render_images(out[0], fmt, mse=out[1]), _IMAGES_BODY,
-        "the reconstruction (a grid for a batch)", ReconstructResponse,
+        "/reconstruct", Op.RECONSTRUCT,
+        "Images -> reconstructions, their MSE, its percentile among normal images and the anomaly decision",
+        ReconstructQuery, _read_images, _answer_reconstruct, _IMAGES_BODY,
+        "the reconstruction, or with ?error_map=true the error heatmap (a grid for a batch)", ReconstructResponse,
     ),
 )  # fmt: skip
 
@@ -233,8 +285,13 @@ def openapi_paths(endpoints: Sequence[Endpoint]) -> tuple[dict[str, Any], dict[s
     for endpoint in endpoints:
         headers = {}
         if endpoint.op is Op.RECONSTRUCT:
-            headers[MSE_HEADER] = {"description": "per-image MSE, comma-separated (PNG and .npy)",
-                                   "schema": {"type": "string"}}  # fmt: skip
+            for name, text in (
+                (MSE_HEADER, "per-image MSE, comma-separated (PNG and .npy)"),
+                (PERCENTILE_HEADER, "per-image percentile among normal images, 0..100 (absent if uncalibrated)"),
+                (ANOMALY_HEADER, "per-image decision, true or false (absent if uncalibrated)"),
+                (QUANTILE_HEADER, "the threshold quantile of the decisions (absent if uncalibrated)"),
+            ):
+                headers[name] = {"description": text, "schema": {"type": "string"}}
         responses: dict[str, Any] = {
             "200": {
                 "description": "the result; JSON by default, or as asked by `?format=` or `Accept`",

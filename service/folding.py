@@ -104,14 +104,15 @@ class UpsampledConv(nn.Module):
 
 
 class FoldedDecoder(nn.Module):
-    """``model.de`` with each ``Upsample -> Conv`` pair replaced by an :class:`UpsampledConv`.
+    """``model.from_code`` then ``model.de`` with each ``Upsample -> Conv`` pair replaced by an
+    :class:`UpsampledConv`.
 
     Shares the model's other layers; raw output, like ``AutoEncoder.decode``. For inference.
     """
 
     def __init__(self, model: AutoEncoder) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
+        layers: list[nn.Module] = [model.from_code]  # an identity in the seed's layout
         pending_upsample = False
         for layer in model.de:
             if isinstance(layer, nn.Upsample):
@@ -129,6 +130,6 @@ class FoldedDecoder(nn.Module):
             raise ValueError("the decoder ends in an upsampling: nothing to fold it into")
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (N,16,7,7) -> (N,1,28,28), unclamped
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (N,16,7,7) or (N,32,1,1) -> (N,1,28,28), unclamped
         y: torch.Tensor = self.layers(z)
         return y

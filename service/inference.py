@@ -1,10 +1,12 @@
 """The model behind the batcher: numpy arrays in, numpy arrays out. Knows nothing about HTTP.
 
 Each operation is one eager PyTorch function from a decoded batch to everything its response
-needs (forward pass, clamping to [0,1], per-image MSE), run in inference mode by the batcher's
-single worker thread. On CPU the model runs channels-last, about 2x faster for these small
-convolutions, and the decoder runs with each 2x upsampling folded into the convolution after it
-(service/folding.py): the same function within 1e-6, 1.2x faster from batches of 32 on.
+needs (forward pass, clamping to [0,1], per-image MSE and its percentile among normal images),
+run in inference mode by the batcher's single worker thread. The percentile comes from the
+calibration that travels with the weights, so a roll-out swaps both at once. On CPU the model
+runs channels-last, about 2x faster for these small convolutions, and the decoder runs with each
+2x upsampling folded into the convolution after it (service/folding.py): the same function within
+1e-6, 1.2x faster from batches of 32 on.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from service.calibration import Calibration
 from service.folding import FoldedDecoder
 from service.model import AutoEncoder
 
@@ -23,18 +26,20 @@ from service.model import AutoEncoder
 class Op(enum.StrEnum):
     ENCODE = "encode"  # images (N,28,28) -> latents (N,16,7,7)
     DECODE = "decode"  # latents (N,16,7,7) -> images (N,1,28,28) in [0,1]
-    RECONSTRUCT = "reconstruct"  # images -> (images (N,1,28,28) in [0,1], MSE per image (N,))
+    # images -> (images (N,1,28,28) in [0,1], MSE per image (N,), percentile per image (N,): NaN uncalibrated)
+    RECONSTRUCT = "reconstruct"
 
 
 class Predictor:
     """Runs one operation on one batch. Called from a single worker thread, one batch at a time."""
 
-    def __init__(self, model: AutoEncoder, device: torch.device) -> None:
+    def __init__(self, model: AutoEncoder, device: torch.device, calibration: Calibration | None = None) -> None:
         self.device = device
         self.config = model.config
+        self.calibration = calibration
         self._memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
         model = model.to(device).eval().to(memory_format=self._memory_format)
-        self._encoder: nn.Module = model.en
+        self._encoder: nn.Module = nn.Sequential(model.en, model.to_code)
         self._decoder: nn.Module = FoldedDecoder(model)
 
     def _images(self, batch: np.ndarray) -> torch.Tensor:
@@ -60,7 +65,16 @@ class Predictor:
                 mse = (recon - x).pow(2).flatten(1).mean(dim=1)  # (N,)
                 outputs = (recon, mse)
         # contiguous NCHW float32 on the CPU: what the codecs and the batcher's row split expect
-        return tuple(t.contiguous().cpu().numpy() for t in outputs)
+        arrays = tuple(t.contiguous().cpu().numpy() for t in outputs)
+        if op is Op.RECONSTRUCT:
+            mse = arrays[1]
+            percentile = (
+                self.calibration.percentiles(mse)
+                if self.calibration is not None
+                else np.full(mse.shape, np.nan, dtype=np.float32)
+            )
+            arrays += (percentile,)
+        return arrays
 
     def warmup(self, batches: int, batch_size: int) -> float:
         """Run every operation a few times so the first real request pays no first-call costs."""

@@ -74,7 +74,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         "loaded %s (sha256 %s) on %s", checkpoint.path, checkpoint.sha256[:12], device,
         extra={"recorded_metrics": checkpoint.metrics},
     )  # fmt: skip
-    predictor = Predictor(checkpoint.model, device)
+    if checkpoint.calibration is None:
+        log.warning("%s has no anomaly calibration: /reconstruct answers MSE without percentile or anomaly; "
+                    "add it with: python -m training.calibrate %s", checkpoint.path, checkpoint.path)  # fmt: skip
+    predictor = Predictor(checkpoint.model, device, checkpoint.calibration)
     batcher = MicroBatcher(
         predictor, max_batch_images=settings.max_batch_images, max_wait_s=settings.max_wait_ms / 1000,
         max_queue_images=settings.max_queue_images, metrics=state.metrics,

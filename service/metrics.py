@@ -31,6 +31,9 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created serie
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+# per-image reconstruction MSE: the shipped model's normal digits lie around 0.001-0.006 (p99 about
+# 0.008), foreign inputs from 0.02 (inverted digits, noise) to 0.9 (an all-white image)
+MSE_BUCKETS = (0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015, 0.02, 0.05, 0.1, 0.2, 0.5)
 
 
 class Metrics:
@@ -83,6 +86,14 @@ class Metrics:
         self.ready = Gauge(
             "mnist_ae_ready", "Server processes whose model is loaded and warm (1 with one process)",
             registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.reconstruction_mse = Histogram(
+            "mnist_ae_reconstruction_mse", "Per image reconstructed: its MSE, the anomaly score", buckets=MSE_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.anomalies = Counter(
+            "mnist_ae_anomalies_flagged", "Images /reconstruct flagged as anomalies (at each request's quantile)",
+            registry=r,
         )  # fmt: skip
         self.reloads = Counter(
             "mnist_ae_model_reloads", "Model roll-outs by outcome (loaded, refused)", ["outcome"], registry=r

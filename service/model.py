@@ -7,10 +7,18 @@ the config travels inside every checkpoint so nobody hard-codes it twice.
 Attribute names and ``nn.Sequential`` indices match the seed notebook exactly
 (``en.0.weight`` ... ``de.6.bias``), so a ``state_dict`` saved from the notebook
 loads unchanged.
+
+One variant exists, for anomaly detection (docs/anomaly.md): ``ModelConfig(code_size=32)``
+puts a dense bottleneck of 32 units between the seed's encoder and decoder, as Ruff et al.'s
+DCAE does. A fully convolutional code learns to redraw any stroke, so it reconstructs other
+digits nearly as well as its own (one-class AUROC 68% on MNIST); 32 numbers per image cannot,
+which is what makes the reconstruction error a usable anomaly score. Its latent code is
+(32,1,1): still an (N,C,H,W) tensor, so /encode and /decode serve it unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -29,12 +37,15 @@ class ModelConfig:
     hidden_channels: int = 8  # after the first conv
     latent_channels: int = 16  # after the second and third conv: the code is (N,16,7,7)
     kernel_size: int = 3
+    code_size: int = 0  # 0: the seed's convolutional code; N > 0: a dense bottleneck of N units
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ModelConfig.{f.name} must be a positive integer, got {value!r}")
+            least = 0 if f.name == "code_size" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                kind = "a non-negative" if least == 0 else "a positive"
+                raise ValueError(f"ModelConfig.{f.name} must be {kind} integer, got {value!r}")
         if self.kernel_size % 2 != 1:
             raise ValueError(f"ModelConfig.kernel_size must be odd, got {self.kernel_size}")
         if self.image_size % 4 != 0:
@@ -47,10 +58,15 @@ class ModelConfig:
         return (self.in_channels, self.image_size, self.image_size)
 
     @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        """Shape of one latent code, without the batch dimension: (16, 7, 7)."""
+    def feature_shape(self) -> tuple[int, int, int]:
+        """Shape of the convolutional encoder's output for one image: (16, 7, 7)."""
         side = self.image_size // 4
         return (self.latent_channels, side, side)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """Shape of one latent code, without the batch dimension: (16, 7, 7), or (code_size, 1, 1)."""
+        return (self.code_size, 1, 1) if self.code_size else self.feature_shape
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": ARCHITECTURE, **asdict(self)}
@@ -105,15 +121,32 @@ class AutoEncoder(nn.Module):
             nn.Conv2d(c.hidden_channels, c.in_channels, k, padding=p),  # (N,1,28,28)
             nn.Tanh(),
         )
+        # the dense bottleneck of the variant; identities (no weights) in the seed's layout
+        self.to_code: nn.Module = nn.Identity()
+        self.from_code: nn.Module = nn.Identity()
+        if c.code_size:
+            features = math.prod(c.feature_shape)  # 784
+            self.to_code = nn.Sequential(
+                nn.Flatten(),  # (N,784)
+                nn.Linear(features, c.code_size),  # (N,32): linear, no ReLU, so the code is not clipped
+                nn.Unflatten(1, c.latent_shape),  # (N,32,1,1)
+            )
+            self.from_code = nn.Sequential(
+                nn.Flatten(),  # (N,32)
+                nn.Linear(c.code_size, features),  # (N,784)
+                nn.ReLU(inplace=True),  # the seed's decoder expects what a ReLU gives
+                nn.Unflatten(1, c.feature_shape),  # (N,16,7,7)
+            )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(N,1,28,28) images in [0,1] -> (N,16,7,7) latent codes (non-negative: they follow a ReLU)."""
-        z: torch.Tensor = self.en(x)
+        """(N,1,28,28) images in [0,1] -> (N,16,7,7) latent codes (non-negative: they follow a ReLU),
+        or (N,32,1,1) with a dense bottleneck (any sign)."""
+        z: torch.Tensor = self.to_code(self.en(x))
         return z
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(N,16,7,7) latent codes -> (N,1,28,28) raw decoder output in [-1,1] (unclamped)."""
-        y: torch.Tensor = self.de(z)
+        """(N,16,7,7) (or (N,32,1,1)) latent codes -> (N,1,28,28) raw decoder output in [-1,1] (unclamped)."""
+        y: torch.Tensor = self.de(self.from_code(z))
         return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

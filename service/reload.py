@@ -62,7 +62,7 @@ async def reload_model(state: ServiceState, path: Path | None = None) -> ReloadR
             state.metrics.reloads.labels("refused").inc()
             log.warning("roll-out refused, still serving %s: %s", current.sha256[:12], exc)
             raise InvalidCheckpoint(f"{exc}; still serving sha256 {current.sha256}") from None
-        predictor = Predictor(checkpoint.model, checkpoint.device)
+        predictor = Predictor(checkpoint.model, checkpoint.device, checkpoint.calibration)
         started = time.perf_counter()
         await asyncio.to_thread(predictor.warmup, settings.warmup_batches, settings.max_batch_images)
         warmup_s = time.perf_counter() - started

@@ -2,22 +2,24 @@
 
 ``?format=json|png|npy`` wins (handy in browsers and curl); otherwise the ``Accept`` header
 decides, by quality value; with neither, JSON. PNG renders one image as itself, a batch as one
-grid, and latent codes as a mosaic of their channels. For /reconstruct the per-image MSE rides
-in the JSON body, or in the ``X-Reconstruction-MSE`` header for PNG and .npy.
+grid, and latent codes as a mosaic of their channels. For /reconstruct the per-image scores (MSE,
+percentile, anomaly) ride in the JSON body, or in ``X-Reconstruction-MSE``, ``X-Anomaly-Percentile``
+and ``X-Anomaly`` headers for PNG and .npy; an error map renders as a heatmap PNG.
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 import numpy as np
 from starlette.responses import Response
 
-from service.codecs.images import latent_picture, png_bytes, tile
+from service.codecs.images import heatmap_png_bytes, latent_picture, png_bytes, tile
 from service.codecs.npy import npy_bytes
 from service.errors import NotAcceptable
 from service.http_json import json_response
-from service.wire import MSE_HEADER, NPY_MEDIA_TYPE
+from service.wire import ANOMALY_HEADER, MSE_HEADER, NPY_MEDIA_TYPE, PERCENTILE_HEADER, QUANTILE_HEADER
 
 
 class OutputFormat(enum.StrEnum):
@@ -69,13 +71,39 @@ def choose_format(requested: OutputFormat | None, accept: str | None) -> OutputF
     return best[2]
 
 
-def render_images(images: np.ndarray, fmt: OutputFormat, *, mse: np.ndarray | None = None) -> Response:
-    """(N,1,28,28) float32 in [0,1] -> response; ``mse`` (N,) for /reconstruct."""
-    headers = {MSE_HEADER: ",".join(f"{v:.6g}" for v in mse)} if mse is not None and fmt != OutputFormat.json else None
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """/reconstruct's verdict on each image; ``percentile`` and ``anomaly`` are None for an uncalibrated model."""
+
+    mse: np.ndarray  # (N,) float32
+    percentile: np.ndarray | None  # (N,) float32 in [0,100]
+    anomaly: np.ndarray | None  # (N,) bool
+    quantile: float | None  # the threshold quantile behind ``anomaly``
+
+    def fields(self) -> dict[str, object]:
+        return {"mse": self.mse, "percentile": self.percentile, "anomaly": self.anomaly,
+                "anomaly_quantile": self.quantile}  # fmt: skip
+
+    def headers(self) -> dict[str, str]:
+        headers = {MSE_HEADER: ",".join(f"{v:.6g}" for v in self.mse)}
+        if self.percentile is not None and self.anomaly is not None:
+            headers[PERCENTILE_HEADER] = ",".join(f"{v:.4g}" for v in self.percentile)
+            headers[ANOMALY_HEADER] = ",".join("true" if v else "false" for v in self.anomaly)
+            headers[QUANTILE_HEADER] = f"{self.quantile:g}"
+        return headers
+
+
+def render_images(images: np.ndarray, fmt: OutputFormat, *, scores: Scores | None = None,
+                  heatmap: bool = False) -> Response:  # fmt: skip
+    """(N,1,28,28) float32 -> response; ``scores`` for /reconstruct. ``heatmap``: the images are
+    squared errors, drawn as a colour map of the absolute error (their square root) as PNG."""
+    headers = scores.headers() if scores is not None and fmt != OutputFormat.json else None
     if fmt is OutputFormat.png:
-        picture = images[0, 0] if len(images) == 1 else tile(images[:, 0])
-        return Response(png_bytes(picture), media_type="image/png", headers=headers)
-    return _render_array(images, fmt, headers, mse=mse)
+        pixels = np.sqrt(images[:, 0]) if heatmap else images[:, 0]
+        picture = pixels[0] if len(pixels) == 1 else tile(pixels, fill=0.0 if heatmap else 0.5)
+        body = heatmap_png_bytes(picture) if heatmap else png_bytes(picture)
+        return Response(body, media_type="image/png", headers=headers)
+    return _render_array(images, fmt, headers, scores=scores)
 
 
 def render_latents(latents: np.ndarray, fmt: OutputFormat) -> Response:
@@ -88,11 +116,11 @@ def render_latents(latents: np.ndarray, fmt: OutputFormat) -> Response:
 
 
 def _render_array(
-    array: np.ndarray, fmt: OutputFormat, headers: dict[str, str] | None, *, mse: np.ndarray | None = None
+    array: np.ndarray, fmt: OutputFormat, headers: dict[str, str] | None, *, scores: Scores | None = None
 ) -> Response:
     if fmt is OutputFormat.npy:
         return Response(npy_bytes(array), media_type=NPY_MEDIA_TYPE, headers=headers)
     body: dict[str, object] = {"shape": list(array.shape), "dtype": "float32", "data": array}
-    if mse is not None:
-        body["mse"] = mse
+    if scores is not None:
+        body.update(scores.fields())
     return json_response(body, headers=headers)

@@ -110,8 +110,22 @@ class TensorResponse(BaseModel):
 class ReconstructResponse(TensorResponse):
     mse: list[float] = Field(
         description="per image: mean squared error per pixel between input and reconstruction, on [0,1]; "
-        "a high value flags an input unlike the training digits (an anomaly score)",
+        "a high value flags an input unlike the training digits (the anomaly score)",
         examples=[[0.0021]],
+    )
+    percentile: list[float] | None = Field(
+        description="per image: the share of normal images (held out from training) that scored lower, 0..100; "
+        "null when the checkpoint has no calibration",
+        examples=[[41.7]],
+    )
+    anomaly: list[bool] | None = Field(
+        description="per image: true when its percentile is above 100 x anomaly_quantile; null when uncalibrated",
+        examples=[[False]],
+    )
+    anomaly_quantile: float | None = Field(
+        description="the threshold behind `anomaly`: ?anomaly_quantile= or the server's default; "
+        "null when uncalibrated",
+        examples=[0.99],
     )
 
 
@@ -153,5 +167,9 @@ class ModelInfo(BaseModel):
     device: str
     input_shape: list[int] = Field(examples=[[1, 28, 28]])
     latent_shape: list[int] = Field(examples=[[16, 7, 7]])
+    calibration: dict[str, Any] | None = Field(
+        description="the anomaly calibration: quantiles of the normal images' MSE (overall and per digit), the "
+        "digits that count as normal, and the threshold in force; null when the checkpoint has none"
+    )
     versions: dict[str, str]
     batching: dict[str, float]

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.calibration import DEFAULT_QUANTILE, MAX_QUANTILE, MIN_QUANTILE
+
 ENV_PREFIX = "MNIST_AE_"
 # what Kubernetes injects for a Service named "mnist-ae": MNIST_AE_SERVICE_HOST, MNIST_AE_PORT,
 # MNIST_AE_PORT_8000_TCP_ADDR...; none of them is a setting, and none deserves a warning
@@ -36,6 +38,11 @@ class Settings(BaseSettings):
     )
     warmup_batches: int = Field(3, ge=0, le=100, description="forward passes run before readiness turns true")
     torch_threads: int = Field(0, ge=0, le=256, description="intra-op threads for the forward pass; 0: torch's default")
+    anomaly_quantile: float = Field(
+        DEFAULT_QUANTILE, ge=MIN_QUANTILE, le=MAX_QUANTILE,
+        description="/reconstruct flags an image as an anomaly when it scores higher than this share of the "
+        "normal images the checkpoint was calibrated on (0.99: about 1% of normal digits are flagged)",
+    )  # fmt: skip
 
     # micro-batching
     max_batch_images: int = Field(256, ge=1, le=65536, description="images gathered into one forward pass")

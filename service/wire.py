@@ -2,5 +2,9 @@
 (service/client.py). Constants only, so that the client imports nothing heavy."""
 
 NPY_MEDIA_TYPE = "application/x-npy"  # .npy bodies, both ways
-MSE_HEADER = "X-Reconstruction-MSE"  # /reconstruct's per-image MSEs with PNG and .npy answers
+# /reconstruct's per-image scores with PNG and .npy answers, comma-separated, one per image
+MSE_HEADER = "X-Reconstruction-MSE"
+PERCENTILE_HEADER = "X-Anomaly-Percentile"  # among normal images, 0..100 (absent: the model is uncalibrated)
+ANOMALY_HEADER = "X-Anomaly"  # true or false (absent: the model is uncalibrated)
+QUANTILE_HEADER = "X-Anomaly-Quantile"  # the threshold quantile the decisions used
 REQUEST_ID_HEADER = "X-Request-ID"  # echoed, or made, for every request

@@ -22,6 +22,7 @@ import torch
 from fastapi import FastAPI
 from PIL import Image
 
+from service.calibration import Calibration
 from service.checkpoint import save_checkpoint
 from service.main import create_app
 from service.model import AutoEncoder
@@ -83,6 +84,19 @@ def random_model() -> AutoEncoder:
 def tiny_checkpoint(tmp_path: Path, random_model: AutoEncoder) -> Path:
     """A freshly initialised model saved as a real checkpoint (weights + metadata) in tmp_path."""
     path = tmp_path / "ckpt" / "autoencoder.safetensors"
+    save_checkpoint(random_model, path, metrics={"test_mse": 0.5}, training={"note": "test fixture"},
+                    calibration=TINY_CALIBRATION)  # fmt: skip
+    return path
+
+
+# normal scores spread evenly over [0.1, 0.2], so percentiles are easy to predict: MSE 0.15 is the 50th
+TINY_CALIBRATION = Calibration.from_scores(np.linspace(0.1, 0.2, 1001), np.arange(1001) % 10, split="validation")
+
+
+@pytest.fixture
+def uncalibrated_checkpoint(tmp_path: Path, random_model: AutoEncoder) -> Path:
+    """As tiny_checkpoint, without calibration: what training wrote before calibration existed."""
+    path = tmp_path / "uncalibrated" / "autoencoder.safetensors"
     save_checkpoint(random_model, path, metrics={"test_mse": 0.5}, training={"note": "test fixture"})
     return path
 

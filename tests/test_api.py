@@ -30,7 +30,7 @@ def expected(checkpoint: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarr
     predictor = Predictor(ckpt.model, ckpt.model.en[0].weight.device)
     x = images.astype(np.float32) / 255
     (latents,) = predictor.run(Op.ENCODE, x)
-    recon, mse = predictor.run(Op.RECONSTRUCT, x)
+    recon, mse, _ = predictor.run(Op.RECONSTRUCT, x)
     return latents, recon, mse
 
 
@@ -298,14 +298,21 @@ async def test_documented_query_parameters_are_the_ones_served(api: httpx.AsyncC
     spec = (await api.get("/openapi.json")).json()
     body = {"content": image_file(DIGITS[0]), "headers": {"content-type": "image/png"}}
     latent = {"json": {"latents": np.zeros((16, 7, 7)).tolist()}}
-    routes = {"/encode": {"format", "resize"}, "/reconstruct": {"format", "resize"}, "/decode": {"format"}}
+    routes = {
+        "/encode": {"format", "resize"},
+        "/reconstruct": {"format", "resize", "anomaly_quantile", "error_map"},
+        "/decode": {"format"},
+    }
     for path, names in routes.items():
         parameters = spec["paths"][path]["post"]["parameters"]
         assert {p["name"] for p in parameters} == names, path
         request = latent if path == "/decode" else body
         for parameter in parameters:
             schema = parameter["schema"]
-            values = schema.get("enum") or (["true", "false"] if schema["type"] == "boolean" else [])
+            values = schema.get("enum") or {
+                "boolean": ["true", "false"],
+                "number": [schema.get("minimum"), schema.get("maximum")],
+            }.get(schema["type"], [])
             assert values, parameter
             for value in values:
                 response = await api.post(path, params={parameter["name"]: value}, **request)  # type: ignore[arg-type]

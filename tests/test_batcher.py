@@ -36,7 +36,8 @@ class RecordingPredictor:
             raise RuntimeError("boom")
         doubled = batch * 2
         if op is Op.RECONSTRUCT:
-            return doubled, batch.reshape(len(batch), -1).mean(axis=1)
+            mean = batch.reshape(len(batch), -1).mean(axis=1)
+            return doubled, mean, 100 * mean
         return (doubled,)
 
 
@@ -57,7 +58,7 @@ async def test_concurrent_requests_each_get_exactly_their_own_rows() -> None:
     sizes = [1 + i % 5 for i in range(40)]
     # every row of request i carries the value i, so any mix-up shows
     results = await asyncio.gather(*(batcher.submit(Op.RECONSTRUCT, images(i, n)) for i, n in enumerate(sizes)))
-    for i, (n, (recon, mse)) in enumerate(zip(sizes, results, strict=True)):
+    for i, (n, (recon, mse, _)) in enumerate(zip(sizes, results, strict=True)):
         assert recon.shape == (n, 28, 28)
         np.testing.assert_array_equal(recon, images(2 * i, n))
         np.testing.assert_array_equal(mse, np.full(n, i, np.float32))

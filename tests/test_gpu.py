@@ -59,8 +59,8 @@ def test_the_predictor_on_the_device_gives_the_cpus_answers(device: torch.device
     (decoded,) = on_device.run(Op.DECODE, expected_latents)
     (expected_decoded,) = on_cpu.run(Op.DECODE, expected_latents)
     np.testing.assert_allclose(decoded, expected_decoded, atol=ATOL)
-    recon, mse = on_device.run(Op.RECONSTRUCT, images)
-    expected_recon, expected_mse = on_cpu.run(Op.RECONSTRUCT, images)
+    recon, mse, _ = on_device.run(Op.RECONSTRUCT, images)
+    expected_recon, expected_mse, _ = on_cpu.run(Op.RECONSTRUCT, images)
     assert recon.shape == (n, 1, 28, 28) and mse.shape == (n,) and recon.dtype == mse.dtype == np.float32
     np.testing.assert_allclose(recon, expected_recon, atol=ATOL)
     np.testing.assert_allclose(mse, expected_mse, rtol=0.05, atol=1e-5)
@@ -111,7 +111,7 @@ def test_a_live_server_on_the_device_answers_as_the_cpu_model(tmp_path: Path) ->
                               headers={"content-type": "application/x-npy", "accept": "application/x-npy"})  # fmt: skip
         assert response.status_code == 200, response.text
         recon = np.load(io.BytesIO(response.content))
-        expected, _ = Predictor(load_checkpoint(SHIPPED_WEIGHTS).model, torch.device("cpu")).run(
+        expected, *_ = Predictor(load_checkpoint(SHIPPED_WEIGHTS).model, torch.device("cpu")).run(
             Op.RECONSTRUCT, images.astype(np.float32) / 255
         )
         np.testing.assert_allclose(recon, expected, atol=ATOL)

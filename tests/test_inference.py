@@ -30,9 +30,9 @@ def test_every_operation_is_the_trained_models_up_to_rounding(predictor: Predict
         latents, recon = model.encode(x), model.reconstruct(x)
         decoded = model.decode_images(latents)
     (got_latents,) = predictor.run(Op.ENCODE, images)
-    got_recon, got_mse = predictor.run(Op.RECONSTRUCT, images)
+    got_recon, got_mse, got_percentile = predictor.run(Op.RECONSTRUCT, images)
     (got_decoded,) = predictor.run(Op.DECODE, latents.numpy())
-    for got in (got_latents, got_recon, got_mse, got_decoded):
+    for got in (got_latents, got_recon, got_mse, got_percentile, got_decoded):
         assert got.dtype == np.float32 and got.shape[0] == n and got.flags.c_contiguous
     np.testing.assert_allclose(got_latents, latents.numpy(), atol=TOLERANCE, rtol=1e-6)  # codes reach ~10
     np.testing.assert_allclose(got_recon, recon.numpy(), atol=TOLERANCE, rtol=0)

@@ -69,6 +69,22 @@ class MnistSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def subset(self, index: slice | torch.Tensor) -> MnistSplit:
+        return MnistSplit(self.images[index], self.labels[index])
+
+    def of_digits(self, digits: tuple[int, ...] | None) -> MnistSplit:
+        """Only the images of ``digits`` (None: all of them)."""
+        if digits is None:
+            return self
+        return self.subset(torch.isin(self.labels, torch.tensor(digits, dtype=self.labels.dtype)))
+
+
+def hold_out(train: MnistSplit, validation: int) -> tuple[MnistSplit, MnistSplit]:
+    """(images to train on, images held out): the last ``validation`` of the training split are held
+    out, always the same ones, so a checkpoint's calibration can be recomputed from its recipe."""
+    cut = len(train) - validation
+    return train.subset(slice(None, cut)), train.subset(slice(cut, None))
+
 
 def raw_dir(data_dir: Path | str) -> Path:
     return Path(data_dir) / "MNIST" / "raw"

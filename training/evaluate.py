@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from service.checkpoint import CheckpointError, load_checkpoint
@@ -42,6 +43,22 @@ def images_to_float(images: torch.Tensor, device: torch.device | str) -> torch.T
     """(N,28,28) uint8 on the CPU -> (N,1,28,28) float32 in [0,1] on ``device``, scaled by
     ``service.codecs.images.unit_float``: the service's inputs and training's are the same floats."""
     return torch.from_numpy(unit_float(images.numpy())).unsqueeze(1).to(device, non_blocking=True)
+
+
+@torch.inference_mode()
+def reconstruction_mse(
+    model: AutoEncoder, images: torch.Tensor, *, device: torch.device | str, batch_size: int = 1000
+) -> np.ndarray:
+    """(N,28,28) uint8 -> (N,) float32: each image's MSE against its clamped reconstruction, the
+    anomaly score the service reports."""
+    was_training = model.training
+    model.eval()
+    scores = [
+        mse_per_image(model.reconstruct(x), x).cpu()
+        for x in (images_to_float(images[i : i + batch_size], device) for i in range(0, len(images), batch_size))
+    ]
+    model.train(was_training)
+    return torch.cat(scores).numpy().astype(np.float32)
 
 
 @torch.inference_mode()

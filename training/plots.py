@@ -80,8 +80,21 @@ def plot_latents(model: AutoEncoder, test: MnistSplit, path: Path, *, device: to
     """The seed's heatmaps: one digit, its 16 latent channels (7x7 each), and its reconstruction."""
     model.eval()
     x = images_to_float(test.images[index : index + 1], device)  # (1,1,28,28)
-    z = model.encode(x)  # (1,16,7,7)
+    z = model.encode(x)  # (1,16,7,7), or (1,32,1,1) with a dense bottleneck
     y = model.decode_images(z)
+    if model.config.code_size:  # a vector: one strip of numbers, not 7x7 maps
+        fig, axes = plt.subplots(1, 3, figsize=(9, 2), dpi=100, gridspec_kw={"width_ratios": [1, 1, 4]})
+        for ax, img, title in ((axes[0], x, f"input ({int(test.labels[index])})"), (axes[1], y, "reconstruction")):
+            ax.imshow(img[0, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+        axes[2].imshow(z[0, :, 0, 0].cpu().numpy()[None], cmap="coolwarm", aspect="auto")
+        axes[2].set_title(f"its {z.shape[1]}-number code", fontsize=8)
+        axes[2].set_yticks([])
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return path
     channels = z.shape[1]
     cols = 6
     rows = 1 + -(-channels // cols)

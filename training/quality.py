@@ -1,9 +1,11 @@
-"""Image-quality measures on [0,1] intensities: MSE per pixel, PSNR and SSIM."""
+"""Image-quality measures on [0,1] intensities (MSE per pixel, PSNR and SSIM), and the AUROC of
+an anomaly score."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -60,3 +62,22 @@ def ssim_per_image(
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return ssim_map.flatten(1).mean(dim=1).float()
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for telling ``positive`` (True) from negative items:
+    the probability that a random positive scores higher than a random negative, ties counting
+    half (the Mann-Whitney U statistic from average ranks). Hand-written: 10 lines of numpy against
+    scikit-learn as a dependency; tests/test_quality.py checks it against the pairwise definition."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both positive and negative items")
+    order = np.argsort(scores, kind="stable")
+    _, inverse, counts = np.unique(scores[order], return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # 1-based rank of each distinct value's last occurrence
+    ranks = np.empty(len(scores))
+    ranks[order] = (last - (counts - 1) / 2)[inverse]  # tied items share their average rank
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -27,6 +27,16 @@ class Recipe:
     seed: int = 0
     limit: int | None = None  # train on the first N training images only
     precision: str = "fp32"
+    # the classes trained on (None: all ten); a one-class anomaly detector trains on one
+    digits: tuple[int, ...] | None = None
+    # the last N images of MNIST's training set are held out: never trained on, they calibrate the
+    # anomaly score (service/calibration.py)
+    validation: int = 5000
+    code_size: int = 0  # the architecture: 0 the seed's convolutional code, N a dense bottleneck (ModelConfig)
+
+    def __post_init__(self) -> None:
+        if self.digits is not None:  # a list when read back from JSON
+            object.__setattr__(self, "digits", tuple(sorted(set(self.digits))))
 
     def problems(self) -> list[str]:
         """What is wrong with these values, as the command line's flags name them; empty if nothing."""
@@ -43,6 +53,12 @@ class Recipe:
             problems.append(f"--schedule must be one of {', '.join(SCHEDULES)}")
         if self.precision not in PRECISIONS:
             problems.append(f"--precision must be one of {', '.join(PRECISIONS)}")
+        if self.digits is not None and (not self.digits or not all(0 <= d <= 9 for d in self.digits)):
+            problems.append("--digits must be digits 0-9")
+        if not 0 < self.validation < 60000:
+            problems.append("--validation must be between 1 and 59999")
+        if self.code_size < 0:
+            problems.append("--code-size must be >= 0")
         return problems
 
     def lr_at(self, step: int, total_steps: int, steps_per_epoch: int) -> float:

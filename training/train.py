@@ -4,6 +4,7 @@ the run around the loop (training/recipe.py holds the hyperparameters, training/
     python -m training                      # the default recipe, outputs in runs/
     python -m training --epochs 1 --limit 2000
     python -m training --resume runs/train_state.safetensors
+    python -m training --digits 0 --code-size 32   # a one-class anomaly detector (docs/anomaly.md)
 
 What differs from the seed notebook, and why:
 - the data set lives in memory as one uint8 tensor and batches are sliced from it; the
@@ -17,6 +18,8 @@ What differs from the seed notebook, and why:
 - a warm-up plus cosine learning-rate schedule at a lower peak (0.002); the seed's constant
   lr 0.01 at batch 32 stalls around test MSE 0.0053, this reaches about 0.0024 in 30 epochs;
 - NaN/inf losses and collapse to a constant output stop training before anything is saved;
+- the last 5,000 training images are held out and, at the end, calibrate the anomaly score:
+  quantiles of their reconstruction MSE go into the checkpoint (service/calibration.py);
 - the result is saved (safetensors + metadata), with loss curves and reconstructions.
 """
 
@@ -36,13 +39,14 @@ from tqdm import tqdm
 
 from service.checkpoint import DEFAULT_WEIGHTS_NAME, CheckpointError, git_commit, save_checkpoint
 from service.device import resolve_device
-from service.model import AutoEncoder
-from training.data import DEFAULT_DATA_DIR, HUB_REQUIREMENT, MNIST_MD5, DataError, load_mnist_splits
+from service.model import AutoEncoder, ModelConfig
+from training.calibrate import calibrate
+from training.data import DEFAULT_DATA_DIR, HUB_REQUIREMENT, MNIST_MD5, DataError, hold_out, load_mnist_splits
 from training.evaluate import evaluate, images_to_float
 from training.loop import TrainingDiverged, check_not_collapsed, constant_image_mse, train_one_epoch
 from training.optim import build_adam, runs_bfloat16_natively
 from training.recipe import PRECISIONS, SCHEDULES, Recipe
-from training.train_state import TRAIN_STATE_NAME, load_train_state, save_train_state
+from training.train_state import TRAIN_STATE_NAME, load_train_state, save_train_state, saved_recipe
 
 log = logging.getLogger("training")
 
@@ -106,6 +110,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STATE",
         help=f"continue from a {TRAIN_STATE_NAME}; its recipe is used, except --epochs if given",
     )
+    parser.add_argument(
+        "--digits",
+        type=int,
+        nargs="+",
+        choices=range(10),
+        default=None,
+        metavar="D",
+        help="train on these classes only, e.g. --digits 0 for a one-class anomaly detector (default: all)",
+    )
+    parser.add_argument(
+        "--validation",
+        type=int,
+        default=d.validation,
+        metavar="N",
+        help="hold out the last N training images (those of --digits among them) to calibrate the anomaly score",
+    )
+    parser.add_argument(
+        "--code-size",
+        type=int,
+        default=d.code_size,
+        metavar="N",
+        help="0: the seed's (16,7,7) convolutional code; N: a dense bottleneck of N units (32 for anomaly detection)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     return parser
 
@@ -120,6 +147,9 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
         seed=args.seed,
         limit=args.limit,
         precision=args.precision,
+        digits=tuple(args.digits) if args.digits else None,
+        validation=args.validation,
+        code_size=args.code_size,
     )
     if problems := recipe.problems():
         raise ValueError("; ".join(problems))
@@ -164,18 +194,25 @@ def run(
     """Train per ``recipe`` and write the outputs to ``out``; returns the process exit code."""
     started = time.perf_counter()
     source_commit = git_commit()  # the code that runs now, even if the tree changes during training
+    if resume is not None:  # its recipe, architecture included, before the model is built
+        saved = saved_recipe(resume)
+        recipe = Recipe(**{**saved, "epochs": recipe.epochs if epochs_given else saved["epochs"]})
     torch.manual_seed(recipe.seed)
-    model = AutoEncoder().to(device).to(memory_format=torch.channels_last)
+    model = AutoEncoder(ModelConfig(code_size=recipe.code_size)).to(device).to(memory_format=torch.channels_last)
     optimizer = build_adam(model.parameters(), lr=recipe.lr, device=device)
     start_epoch, history = 0, []
     if resume is not None:
-        saved, start_epoch, history = load_train_state(resume, model, optimizer)
-        recipe = Recipe(**{**saved, "epochs": recipe.epochs if epochs_given else saved["epochs"]})
+        _, start_epoch, history = load_train_state(resume, model, optimizer)
         log.info("resuming from %s after epoch %d of %d", resume, start_epoch, recipe.epochs)
 
     if recipe.precision == "bf16" and not runs_bfloat16_natively(device):
         log.warning("--precision bf16 on %s, which has no bfloat16 arithmetic: emulated, slower than fp32", device)
     train, test = load_mnist_splits(data_dir)
+    train, held_out = hold_out(train, recipe.validation)
+    # a one-class model is scored on its own classes; the others are its anomalies
+    train, held_out, test = (split.of_digits(recipe.digits) for split in (train, held_out, test))
+    if len(train) == 0 or len(held_out) == 0:
+        raise DataError(f"no images of digits {recipe.digits} to train on or to hold out (--validation)")
     # scaled to [0,1] once, on the device: the loop only slices batches from it (188 MB for 60k
     # images, on a GPU too)
     train_images = images_to_float(train.images[: recipe.limit] if recipe.limit else train.images, device)
@@ -243,6 +280,7 @@ def run(
 
     final = evaluate(model, test, device=device, with_ssim=True)
     check_not_collapsed(final, baseline_mse, recipe.epochs)
+    calibration = calibrate(model, held_out, device=device, split="validation")
     weights_path = out / DEFAULT_WEIGHTS_NAME
     save_checkpoint(
         model,
@@ -253,6 +291,7 @@ def run(
             "loss": "MSE",
             "device": str(device),
             "train_images": len(train_images),
+            "held_out_images": len(held_out),
             "seconds": round(time.perf_counter() - started, 1),
             "history": history,
         },
@@ -265,11 +304,13 @@ def run(
             "per_digit_mse": final.per_digit_mse,
             "test_images": final.images,
         },
+        calibration=calibration,
     )
     from training.plots import write_pictures  # matplotlib is imported only once training is done
 
     write_pictures(out, model, test, history, device=device)
     print(f"test MSE {final.mse:.6f}  PSNR {final.psnr:.2f} dB  SSIM {final.ssim:.4f}  -> {weights_path}")
+    print(f"anomaly calibration on {calibration.images} held-out images: p99 MSE {calibration.threshold(0.99):.6f}")
     return 0
 
 

@@ -42,16 +42,27 @@ def save_train_state(
     atomic_write_bytes(path, safetensors.torch.save(tensors, metadata={"train_state": json.dumps(meta)}))
 
 
+def _read(path: Path, *, tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["train_state"])
+            values = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118 (not iterable)
+    except Exception as exc:  # missing file, SafetensorError, KeyError, JSONDecodeError
+        raise CheckpointError(f"train state {path}: cannot be read: {exc}") from exc
+    return meta, values
+
+
+def saved_recipe(path: Path) -> dict[str, Any]:
+    """The recipe a train state was made with (the model is built from it before the state loads)."""
+    recipe: dict[str, Any] = _read(path, tensors=False)[0]["recipe"]
+    return recipe
+
+
 def load_train_state(
     path: Path, model: AutoEncoder, optimizer: torch.optim.Optimizer
 ) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
     """Restore what :func:`save_train_state` wrote; returns (recipe dict, epochs done, history)."""
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["train_state"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    except Exception as exc:  # missing file, SafetensorError, KeyError, JSONDecodeError
-        raise CheckpointError(f"train state {path}: cannot be read: {exc}") from exc
+    meta, tensors = _read(path, tensors=True)
     if ModelConfig.from_dict(meta["architecture"]) != model.config:
         raise CheckpointError(f"train state {path}: architecture {meta['architecture']} differs from the model")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

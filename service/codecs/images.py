@@ -183,6 +183,26 @@ def png_bytes(gray: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+# a black -> purple -> red -> yellow -> white ramp (close to matplotlib's "inferno"), 256 entries:
+# a zero error stays black, a large one shows bright whatever the digit
+_HEAT_STOPS = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], dtype=np.float64)
+_HEAT_LUT = (
+    np.stack(
+        [np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_HEAT_STOPS)), _HEAT_STOPS[:, c]) for c in range(3)],
+        axis=1,
+    )
+    .round()
+    .astype(np.uint8)
+)  # (256,3)
+
+
+def heatmap_png_bytes(values: np.ndarray) -> bytes:
+    """(H,W) float in [0,1] -> an 8-bit RGB PNG through a fixed colour map (0 black, 1 pale yellow)."""
+    buffer = io.BytesIO()
+    Image.fromarray(_HEAT_LUT[to_uint8(values)], mode="RGB").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 def tile(images: np.ndarray, *, columns: int | None = None, gap: int = 2, fill: float = 0.5) -> np.ndarray:
     """(N,H,W) -> one (rows*(H+gap)-gap, cols*(W+gap)-gap) picture, row-major, separated by gray lines."""
     n, h, w = images.shape

@@ -57,6 +57,9 @@ async def model_info(state: StateDep, checkpoint: CheckpointDep) -> ModelInfo:
         device=str(checkpoint.device),
         input_shape=list(config.image_shape),
         latent_shape=list(config.latent_shape),
+        calibration=(
+            checkpoint.calibration.summary(settings.anomaly_quantile) if checkpoint.calibration is not None else None
+        ),
         versions={
             "python": platform.python_version(),
             "torch": torch.__version__,
