@@ -94,3 +94,26 @@ def test_other_configs_build_consistent_shapes() -> None:
     z = model.encode(torch.rand(2, *cfg.image_shape))
     assert z.shape == (2, *cfg.latent_shape) == (2, 8, 8, 8)
     assert model.decode(z).shape == (2, 1, 32, 32)
+
+
+def test_the_dense_bottleneck_variant() -> None:
+    """code_size=32: the seed's convolutions under their seed names, plus two linear layers; a
+    (32,1,1) code, which the service serves like any latent, and the same folded decoder."""
+    torch.manual_seed(0)
+    model = AutoEncoder(ModelConfig(code_size=32)).eval()
+    assert model.config.latent_shape == (32, 1, 1) and model.config.feature_shape == (16, 7, 7)
+    keys = list(model.state_dict())
+    assert keys[: len(SEED_KEYS)] == SEED_KEYS
+    assert keys[len(SEED_KEYS) :] == ["to_code.1.weight", "to_code.1.bias", "from_code.1.weight", "from_code.1.bias"]
+    x = torch.rand(5, 1, 28, 28)
+    z = model.encode(x)
+    assert z.shape == (5, 32, 1, 1) and bool((z < 0).any()), "a linear code, not clipped at 0"
+    assert model.decode(z).shape == (5, 1, 28, 28)
+    from service.folding import FoldedDecoder  # the served decoder folds the same way
+
+    with torch.no_grad():
+        torch.testing.assert_close(FoldedDecoder(model)(z), model.decode(z), atol=1e-6, rtol=0)
+    assert sum(p.numel() for p in model.parameters()) == 7121 + (784 * 32 + 32) + (32 * 784 + 784)
+    with pytest.raises(ValueError, match="code_size must be a non-negative integer"):
+        ModelConfig(code_size=-1)
+    assert AutoEncoder().to_code.__class__ is nn.Identity, "the seed's layout has no extra weights"

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from training.quality import mse_per_image, psnr, ssim_per_image
+from training.quality import auroc, mse_per_image, psnr, ssim_per_image
 
 
 # the textbook SSIM, every local statistic a 2-D convolution: the oracle for training.quality's
@@ -72,3 +73,19 @@ def test_ssim_equals_the_2d_convolution_form(shape: tuple[int, ...]) -> None:
 def test_ssim_rejects_images_smaller_than_its_window() -> None:
     with pytest.raises(ValueError, match="smaller than the 11x11 window"):
         ssim_per_image(torch.rand(1, 1, 8, 28), torch.rand(1, 1, 8, 28))
+
+
+def test_auroc_is_the_pairwise_probability_with_ties_counting_half() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        scores = rng.integers(0, 6, size=40).astype(np.float64)  # many ties
+        positive = rng.random(40) < 0.3
+        if positive.all() or not positive.any():
+            continue
+        pos, neg = scores[positive], scores[~positive]
+        pairwise = ((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None])).mean()
+        assert auroc(scores, positive) == pytest.approx(pairwise, abs=1e-12)
+    assert auroc(np.array([1.0, 2.0, 3.0]), np.array([False, False, True])) == 1.0
+    assert auroc(np.array([3.0, 2.0, 1.0]), np.array([False, False, True])) == 0.0
+    with pytest.raises(ValueError, match="both"):
+        auroc(np.array([1.0, 2.0]), np.array([True, True]))

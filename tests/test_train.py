@@ -97,3 +97,55 @@ def test_bf16_on_a_cpu_without_it_is_warned_about(
     monkeypatch.setattr(train, "runs_bfloat16_natively", lambda device: False)
     assert _run(tmp_path, mnist_dir, "--epochs", "1", "--limit", "2000", "--precision", "bf16") == 0
     assert "no bfloat16 arithmetic: emulated, slower than fp32" in caplog.text
+
+
+@pytest.mark.integration
+def test_one_class_training_records_its_digits_and_calibrates_on_held_out_ones(tmp_path: Path, mnist_dir: Path) -> None:
+    args = ("--epochs", "1", "--limit", "500", "--digits", "3", "--code-size", "8", "--validation", "2000")
+    assert _run(tmp_path, mnist_dir, *args) == 0
+    ckpt = load_checkpoint(tmp_path / "autoencoder.safetensors")
+    training = ckpt.metadata["training"]
+    assert training["digits"] == [3] and training["code_size"] == 8 and training["train_images"] == 500
+    assert ckpt.config.code_size == 8 and ckpt.config.latent_shape == (8, 1, 1)
+    assert set(ckpt.metrics["per_digit_mse"]) == {"3"}, "scored on its own digit"
+    calibration = ckpt.calibration
+    assert calibration is not None and calibration.digits == (3,) and calibration.split == "validation"
+    # the held-out images: the 3s among the last 2,000 of the training split
+    from training.data import hold_out, load_mnist
+
+    held_out = hold_out(load_mnist(mnist_dir, train=True), 2000)[1].of_digits((3,))
+    assert calibration.images == training["held_out_images"] == len(held_out)
+
+
+@pytest.mark.integration
+def test_calibrate_recomputes_the_same_calibration_and_keeps_the_weights(tmp_path: Path, mnist_dir: Path) -> None:
+    from training import calibrate
+
+    assert _run(tmp_path, mnist_dir, "--epochs", "1", "--limit", "300", "--validation", "1000") == 0
+    path = tmp_path / "autoencoder.safetensors"
+    before = load_checkpoint(path)
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    del meta["calibration"]  # as a checkpoint from before calibration existed, trained with a held-out split
+    meta_path.write_text(json.dumps(meta))
+    assert load_checkpoint(path).calibration is None
+    assert calibrate.main([str(path), "--data-dir", str(mnist_dir)]) == 0
+    after, trained = load_checkpoint(path).calibration, before.calibration
+    assert load_checkpoint(path).sha256 == before.sha256
+    assert after is not None and trained is not None
+    assert after.images == trained.images == 1000 and after.split == "validation"
+    assert after.threshold(0.99) == pytest.approx(trained.threshold(0.99), rel=1e-5)
+    # without a recorded held-out split: the test set, and it says so
+    meta = json.loads(meta_path.read_text())
+    del meta["training"]["validation"]
+    meta_path.write_text(json.dumps(meta))
+    assert calibrate.main([str(path), "--data-dir", str(mnist_dir)]) == 0
+    fallback = load_checkpoint(path).calibration
+    assert fallback is not None and fallback.split == "test" and fallback.images == 10_000
+
+
+def test_calibrate_refuses_what_it_cannot_calibrate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training import calibrate
+
+    assert calibrate.main([str(tmp_path / "missing.safetensors")]) == 2
+    assert "file not found" in capsys.readouterr().err
