@@ -119,6 +119,7 @@ class Endpoint:
             raise NotReady(f"the model is not ready ({state.status}); retry shortly", headers={"retry-after": "1"})
         query = parse_query(self.query, call.query_string)
         output = choose_format(query.format, call.accept)
+        # before the batch runs: a threshold the served model cannot apply is the request's mistake
         if getattr(query, "anomaly_quantile", None) is not None and serving.batcher.predictor.calibration is None:
             raise InvalidInput(f"anomaly_quantile: the model being served has no calibration ({NO_CALIBRATION})")
         with serving.batcher.arrival():
@@ -147,7 +148,9 @@ def _answer_reconstruct(answer: Answer) -> Response:
     if np.isnan(percentile).any():  # computed by an uncalibrated model
         scores = Scores(mse=mse, percentile=None, anomaly=None, quantile=None)
     else:
-        quantile = query.anomaly_quantile or answer.serving.settings.anomaly_quantile
+        quantile = query.anomaly_quantile
+        if quantile is None:
+            quantile = answer.serving.settings.anomaly_quantile
         anomaly = is_anomaly(percentile, quantile)
         scores = Scores(mse=mse, percentile=percentile, anomaly=anomaly, quantile=quantile)
         if flagged := int(anomaly.sum()):

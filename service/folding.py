@@ -130,6 +130,6 @@ class FoldedDecoder(nn.Module):
             raise ValueError("the decoder ends in an upsampling: nothing to fold it into")
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (N,16,7,7) or (N,32,1,1) -> (N,1,28,28), unclamped
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (N,16,7,7) or (N,8,1,1) -> (N,1,28,28), unclamped
         y: torch.Tensor = self.layers(z)
         return y

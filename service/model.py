@@ -8,12 +8,12 @@ Attribute names and ``nn.Sequential`` indices match the seed notebook exactly
 (``en.0.weight`` ... ``de.6.bias``), so a ``state_dict`` saved from the notebook
 loads unchanged.
 
-One variant exists, for anomaly detection (docs/anomaly.md): ``ModelConfig(code_size=32)``
-puts a dense bottleneck of 32 units between the seed's encoder and decoder, as Ruff et al.'s
-DCAE does. A fully convolutional code learns to redraw any stroke, so it reconstructs other
-digits nearly as well as its own (one-class AUROC 68% on MNIST); 32 numbers per image cannot,
-which is what makes the reconstruction error a usable anomaly score. Its latent code is
-(32,1,1): still an (N,C,H,W) tensor, so /encode and /decode serve it unchanged.
+One variant exists, for anomaly detection (docs/anomaly.md): ``ModelConfig(code_size=8)``
+puts a dense bottleneck of 8 numbers between the seed's encoder and decoder, as Ruff et al.'s
+DCAE does with 32. A fully convolutional code learns to redraw any stroke, so it reconstructs
+other digits nearly as well as its own (one-class AUROC 68% on MNIST); 8 numbers per image
+cannot, which is what makes the reconstruction error a usable anomaly score (95%). Its latent
+code is (8,1,1): still an (N,C,H,W) tensor, so /encode and /decode serve it unchanged.
 """
 
 from __future__ import annotations
@@ -128,11 +128,11 @@ class AutoEncoder(nn.Module):
             features = math.prod(c.feature_shape)  # 784
             self.to_code = nn.Sequential(
                 nn.Flatten(),  # (N,784)
-                nn.Linear(features, c.code_size),  # (N,32): linear, no ReLU, so the code is not clipped
-                nn.Unflatten(1, c.latent_shape),  # (N,32,1,1)
+                nn.Linear(features, c.code_size),  # (N,8): linear, no ReLU, so the code is not clipped
+                nn.Unflatten(1, c.latent_shape),  # (N,8,1,1)
             )
             self.from_code = nn.Sequential(
-                nn.Flatten(),  # (N,32)
+                nn.Flatten(),  # (N,8)
                 nn.Linear(c.code_size, features),  # (N,784)
                 nn.ReLU(inplace=True),  # the seed's decoder expects what a ReLU gives
                 nn.Unflatten(1, c.feature_shape),  # (N,16,7,7)
@@ -140,12 +140,12 @@ class AutoEncoder(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(N,1,28,28) images in [0,1] -> (N,16,7,7) latent codes (non-negative: they follow a ReLU),
-        or (N,32,1,1) with a dense bottleneck (any sign)."""
+        or (N,8,1,1) with a dense bottleneck of 8 (any sign)."""
         z: torch.Tensor = self.to_code(self.en(x))
         return z
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(N,16,7,7) (or (N,32,1,1)) latent codes -> (N,1,28,28) raw decoder output in [-1,1] (unclamped)."""
+        """(N,16,7,7) (or (N,8,1,1)) latent codes -> (N,1,28,28) raw decoder output in [-1,1] (unclamped)."""
         y: torch.Tensor = self.de(self.from_code(z))
         return y
 

@@ -19,7 +19,7 @@ import torch
 from service.checkpoint import load_checkpoint, metadata_path_for, save_checkpoint
 from service.inference import Op, Predictor
 from service.model import AutoEncoder, ModelConfig
-from tests.conftest import in_process, npy, service_settings
+from tests.conftest import TINY_CALIBRATION, in_process, npy, service_settings
 from tests.harness import start_server, stop_server
 
 pytestmark = pytest.mark.anyio
@@ -68,6 +68,12 @@ async def test_a_checkpoint_from_the_allowed_directory_is_rolled_out(keyed: http
     assert body["previous_sha256"] == before and body["sha256"] == load_checkpoint(new).sha256 != before
     assert await sha256(keyed) == body["sha256"]
     np.testing.assert_allclose(await reconstruct(keyed), expected(new), atol=1e-6)
+    # new_checkpoint has no calibration: the decisions go with the model they were made for
+    assert (await keyed.get("/model", headers=AUTH)).json()["calibration"] is None
+    scored = await keyed.post(
+        "/reconstruct", content=npy(IMAGES), headers={"content-type": "application/x-npy", **AUTH}
+    )
+    assert scored.json()["anomaly"] is None
     metrics = (await keyed.get("/metrics")).text
     assert 'mnist_ae_model_reloads_total{outcome="loaded"} 1.0' in metrics
 
@@ -88,6 +94,13 @@ def _tamper(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _bad_calibration(path: Path) -> None:
+    new_checkpoint(path, 7)
+    metadata = json.loads(metadata_path_for(path).read_text())
+    metadata["calibration"] = {**TINY_CALIBRATION.to_dict(), "digits": [0, 12]}
+    metadata_path_for(path).write_text(json.dumps(metadata))
+
+
 def _nan(path: Path) -> None:
     model = AutoEncoder().eval()
     with torch.no_grad():
@@ -103,8 +116,9 @@ def _nan(path: Path) -> None:
         (lambda path: new_checkpoint(path, 5, ModelConfig(hidden_channels=4)), "does not match the expected"),
         (_nan, "non-finite"),
         (lambda path: (new_checkpoint(path, 6), metadata_path_for(path).write_text("{")), "not valid JSON"),
+        (_bad_calibration, "bad calibration"),
     ],
-    ids=["missing", "tampered", "other-architecture", "nan", "bad-metadata"],
+    ids=["missing", "tampered", "other-architecture", "nan", "bad-metadata", "bad-calibration"],
 )  # fmt: skip
 async def test_a_bad_checkpoint_is_refused_and_the_old_one_serves_on(
     keyed: httpx.AsyncClient, tmp_path: Path, make: object, says: str

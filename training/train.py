@@ -4,7 +4,7 @@ the run around the loop (training/recipe.py holds the hyperparameters, training/
     python -m training                      # the default recipe, outputs in runs/
     python -m training --epochs 1 --limit 2000
     python -m training --resume runs/train_state.safetensors
-    python -m training --digits 0 --code-size 32   # a one-class anomaly detector (docs/anomaly.md)
+    python -m training --digits 0 --code-size 8    # a one-class anomaly detector (docs/anomaly.md)
 
 What differs from the seed notebook, and why:
 - the data set lives in memory as one uint8 tensor and batches are sliced from it; the
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=d.code_size,
         metavar="N",
-        help="0: the seed's (16,7,7) convolutional code; N: a dense bottleneck of N units (32 for anomaly detection)",
+        help="0: the seed's (16,7,7) convolutional code; N: a dense bottleneck of N numbers (8 for anomaly detection)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     return parser
