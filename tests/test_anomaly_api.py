@@ -15,7 +15,7 @@ from PIL import Image
 from service.calibration import Calibration
 from service.checkpoint import save_checkpoint
 from service.client import AsyncAutoencoderClient
-from service.model import AutoEncoder
+from service.model import AutoEncoder, ModelConfig
 from service.wire import ANOMALY_HEADER, MSE_HEADER, PERCENTILE_HEADER, QUANTILE_HEADER
 from tests.conftest import TINY_CALIBRATION, image_file, in_process, npy, service_settings
 
@@ -146,3 +146,26 @@ async def test_an_uncalibrated_model_says_so(uncalibrated_checkpoint: Path) -> N
         assert "training.calibrate" in refused.json()["error"]["message"]
         assert (await api.get("/model")).json()["calibration"] is None
         assert "mnist_ae_anomalies_flagged_total 0.0" in (await api.get("/metrics")).text
+
+
+async def test_a_one_class_model_serves_like_any_other(tmp_path: Path) -> None:
+    """The dense-bottleneck variant trained on 3s: (8,1,1) codes both ways, its digits in /model."""
+    torch.manual_seed(3)
+    model = AutoEncoder(ModelConfig(code_size=8)).eval()
+    calibration = Calibration.from_scores(np.linspace(0.01, 0.05, 500), np.full(500, 3), split="validation")
+    path = tmp_path / "threes" / "autoencoder.safetensors"
+    save_checkpoint(model, path, training={"digits": [3], "code_size": 8}, calibration=calibration)
+    async with in_process(service_settings(path)) as (_, api):
+        info = (await api.get("/model")).json()
+        assert info["latent_shape"] == [8, 1, 1] and info["calibration"]["normal_digits"] == [3]
+        assert set(info["calibration"]["per_digit"]) == {"3"}
+        codes = np.load(io.BytesIO((await api.post("/encode", params={"format": "npy"}, **NPY)).content))  # type: ignore[arg-type]
+        assert codes.shape == (4, 8, 1, 1)
+        decoded = await api.post("/decode", params={"format": "npy"}, content=npy(codes),
+                                 headers={"content-type": "application/x-npy"})  # fmt: skip
+        recon = np.load(io.BytesIO((await api.post("/reconstruct", params={"format": "npy"}, **NPY)).content))  # type: ignore[arg-type]
+        np.testing.assert_allclose(np.load(io.BytesIO(decoded.content)), recon, atol=1e-6)
+        body = await scores(api)
+        assert len(body["anomaly"]) == 4 and body["anomaly_quantile"] == 0.99
+        png = await api.post("/encode", params={"format": "png"}, **NPY)  # type: ignore[arg-type]
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
