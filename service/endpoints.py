@@ -153,10 +153,7 @@ def _answer_reconstruct(answer: Answer) -> Response:
             quantile = answer.serving.settings.anomaly_quantile
         anomaly = is_anomaly(percentile, quantile)
         scores = Scores(mse=mse, percentile=percentile, anomaly=anomaly, quantile=quantile)
-        if flagged := int(anomaly.sum()):
-            metrics.anomalies.inc(flagged)
-    for value in mse.tolist():
-        metrics.reconstruction_mse.observe(value)
+    metrics.observe_scores(mse, scores.anomaly)
     if query.error_map:
         errors = np.square(recon - answer.inputs[:, None])  # (N,1,28,28)
         return render_images(errors, answer.format, scores=scores, heatmap=True)

@@ -28,6 +28,7 @@ class Op(enum.StrEnum):
     DECODE = "decode"  # latents (N,16,7,7) -> images (N,1,28,28) in [0,1]
     # images -> (images (N,1,28,28) in [0,1], MSE per image (N,), percentile per image (N,): NaN uncalibrated)
     RECONSTRUCT = "reconstruct"
+    ANALYZE = "analyze"  # images -> RECONSTRUCT's outputs and the latents (N,16,7,7): the v2 protocol's outputs
 
 
 class Predictor:
@@ -63,17 +64,17 @@ class Predictor:
             else:
                 recon = self._decoder(latents).clamp(0.0, 1.0)  # (N,1,28,28), as AutoEncoder.reconstruct
                 mse = (recon - x).pow(2).flatten(1).mean(dim=1)  # (N,)
-                outputs = (recon, mse)
+                outputs = (recon, mse, latents) if op is Op.ANALYZE else (recon, mse)
         # contiguous NCHW float32 on the CPU: what the codecs and the batcher's row split expect
         arrays = tuple(t.contiguous().cpu().numpy() for t in outputs)
-        if op is Op.RECONSTRUCT:
+        if op in (Op.RECONSTRUCT, Op.ANALYZE):
             mse = arrays[1]
             percentile = (
                 self.calibration.percentiles(mse)
                 if self.calibration is not None
                 else np.full(mse.shape, np.nan, dtype=np.float32)
             )
-            arrays += (percentile,)
+            arrays = (*arrays[:2], percentile, *arrays[2:])  # (recon, mse, percentile[, latents])
         return arrays
 
     def warmup(self, batches: int, batch_size: int) -> float:
@@ -87,4 +88,5 @@ class Predictor:
                 (latents,) = self.run(Op.ENCODE, images)
                 self.run(Op.DECODE, latents)
                 self.run(Op.RECONSTRUCT, images)
+                self.run(Op.ANALYZE, images)
         return time.perf_counter() - started

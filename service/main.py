@@ -35,11 +35,12 @@ from service.inference import Predictor
 from service.logs import configure_logging
 from service.memory import drop_cuda_library_pages, keep_freed_blocks, resident_bytes
 from service.metrics import Metrics
+from service.oip import HEADER_LENGTH
 from service.request_layer import RequestLayer
-from service.routes import admin, ops
+from service.routes import admin, ops, v2
 from service.settings import Settings, get_settings, unknown_settings
 from service.state import ServiceState, Serving
-from service.wire import MSE_HEADER, REQUEST_ID_HEADER
+from service.wire import ANOMALY_HEADER, MSE_HEADER, PERCENTILE_HEADER, QUANTILE_HEADER, REQUEST_ID_HEADER
 
 log = logging.getLogger("service")
 
@@ -135,7 +136,8 @@ class ServiceApp(FastAPI):
             entry = CORSMiddleware(
                 entry, allow_origins=state.settings.cors_origins, allow_methods=["GET", "POST"],
                 allow_headers=["Authorization", "Content-Type", "Accept", REQUEST_ID_HEADER],
-                expose_headers=[REQUEST_ID_HEADER, MSE_HEADER],
+                expose_headers=[REQUEST_ID_HEADER, MSE_HEADER, PERCENTILE_HEADER, ANOMALY_HEADER, QUANTILE_HEADER,
+                                HEADER_LENGTH],
             )  # fmt: skip
         self._entry = entry
 
@@ -171,6 +173,7 @@ def create_app(settings: Settings | None = None, *, checkpoint: Checkpoint | Non
     )
     app.include_router(ops.router)
     app.include_router(admin.router)
+    app.include_router(v2.router)
     if settings.metrics_port is None:
         app.include_router(ops.metrics_router)
     return app

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -111,6 +112,13 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+
+    def observe_scores(self, mse: np.ndarray, anomaly: np.ndarray | None) -> None:
+        """Each reconstructed image's score, and how many of them were flagged (None: uncalibrated)."""
+        for value in mse.tolist():
+            self.reconstruction_mse.observe(value)
+        if anomaly is not None and (flagged := int(anomaly.sum())):
+            self.anomalies.inc(flagged)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
