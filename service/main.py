@@ -37,7 +37,7 @@ from service.memory import drop_cuda_library_pages, keep_freed_blocks, resident_
 from service.metrics import Metrics
 from service.oip import HEADER_LENGTH
 from service.request_layer import RequestLayer
-from service.routes import admin, ops, v2
+from service.routes import admin, ops, ui, v2
 from service.settings import Settings, get_settings, unknown_settings
 from service.state import ServiceState, Serving
 from service.wire import ANOMALY_HEADER, MSE_HEADER, PERCENTILE_HEADER, QUANTILE_HEADER, REQUEST_ID_HEADER
@@ -170,10 +170,12 @@ def create_app(settings: Settings | None = None, *, checkpoint: Checkpoint | Non
         title="MNIST autoencoder service",
         version="0.1.0",
         summary="Encode 28x28 digits to 16x7x7 latent codes, decode them, and score reconstructions.",
+        docs_url=None,  # served from local assets by service/routes/ui.py, so it works offline
     )
     app.include_router(ops.router)
     app.include_router(admin.router)
     app.include_router(v2.router)
+    ui.install(app, with_page=settings.ui)
     if settings.metrics_port is None:
         app.include_router(ops.metrics_router)
     return app

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
         0.0, ge=0, le=300, description="after SIGTERM, keep serving this long with /readyz at 503, then stop"
     )
 
+    # the page at / (service/static/ui); /docs is served either way
+    ui: bool = Field(True, description="serve the web page at /; false leaves it out")
+
     # logs
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"

@@ -1,0 +1,272 @@
+// The page's client: the drawing pad, and two calls to the public API per change,
+// POST reconstruct (the reconstruction and its scores) and POST encode (the latent code),
+// both with the JSON body {"images": [28 rows of 28 intensities in [0,1]]}.
+"use strict";
+
+const SIDE = 28;
+const KEY_STORE = "mnist-ae-api-key";
+const $ = (id) => document.getElementById(id);
+const pad = $("pad");
+const ink = pad.getContext("2d");
+const small = document.createElement("canvas");
+small.width = small.height = SIDE;
+const smallCtx = small.getContext("2d", { willReadFrequently: true });
+
+// --- colour maps: error (black -> purple -> red -> yellow), latents (dark blue -> green -> yellow)
+const HEAT = [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]];
+const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+function colour(stops, t) {
+  const x = Math.min(1, Math.max(0, t)) * (stops.length - 1);
+  const i = Math.min(stops.length - 2, Math.floor(x));
+  const f = x - i;
+  return stops[i].map((c, k) => Math.round(c + (stops[i + 1][k] - c) * f));
+}
+
+// --- the pad --------------------------------------------------------------------------------
+function clearPad() {
+  ink.fillStyle = "#000";
+  ink.fillRect(0, 0, pad.width, pad.height);
+}
+
+function padPixels() {
+  // the 280x280 drawing, averaged down to 28x28 intensities, as MNIST digits are
+  smallCtx.imageSmoothingEnabled = true;
+  smallCtx.imageSmoothingQuality = "high";
+  smallCtx.clearRect(0, 0, SIDE, SIDE);
+  smallCtx.drawImage(pad, 0, 0, SIDE, SIDE);
+  const rgba = smallCtx.getImageData(0, 0, SIDE, SIDE).data;
+  const rows = [];
+  for (let y = 0; y < SIDE; y++) {
+    const row = [];
+    for (let x = 0; x < SIDE; x++) {
+      const i = 4 * (y * SIDE + x);
+      row.push(Math.round((1000 * (rgba[i] + rgba[i + 1] + rgba[i + 2])) / 765) / 1000);
+    }
+    rows.push(row);
+  }
+  return rows;
+}
+
+let drawing = false;
+let last = null;
+function point(event) {
+  const box = pad.getBoundingClientRect();
+  return [((event.clientX - box.left) * pad.width) / box.width, ((event.clientY - box.top) * pad.height) / box.height];
+}
+pad.addEventListener("pointerdown", (event) => {
+  drawing = true;
+  last = point(event);
+  pad.setPointerCapture(event.pointerId);
+  stroke(last, last);
+});
+pad.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  const next = point(event);
+  stroke(last, next);
+  last = next;
+});
+for (const type of ["pointerup", "pointercancel"]) {
+  pad.addEventListener(type, () => {
+    drawing = false;
+    schedule();
+  });
+}
+function stroke(from, to) {
+  ink.strokeStyle = "#fff";
+  ink.lineWidth = 22;
+  ink.lineCap = "round";
+  ink.lineJoin = "round";
+  ink.beginPath();
+  ink.moveTo(from[0], from[1]);
+  ink.lineTo(to[0], to[1]);
+  ink.stroke();
+  schedule();
+}
+
+function showImage(source) {
+  clearPad();
+  ink.imageSmoothingEnabled = false; // MNIST digits stay crisp when scaled up
+  ink.drawImage(source, 0, 0, pad.width, pad.height);
+  schedule();
+}
+
+function loadFile(file) {
+  if (!file || !file.type.startsWith("image/")) {
+    setStatus("That file is not an image.", true);
+    return;
+  }
+  const url = URL.createObjectURL(file);
+  const img = new Image();
+  img.onload = () => {
+    showImage(img);
+    URL.revokeObjectURL(url);
+  };
+  img.onerror = () => setStatus("The browser cannot read that image.", true);
+  img.src = url;
+}
+
+$("clear").addEventListener("click", () => {
+  clearPad();
+  schedule();
+});
+$("file").addEventListener("change", (event) => loadFile(event.target.files[0]));
+pad.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  pad.classList.add("dragging");
+});
+pad.addEventListener("dragleave", () => pad.classList.remove("dragging"));
+pad.addEventListener("drop", (event) => {
+  event.preventDefault();
+  pad.classList.remove("dragging");
+  loadFile(event.dataTransfer.files[0]);
+});
+
+for (let digit = 0; digit < 10; digit++) {
+  const button = document.createElement("button");
+  button.type = "button";
+  const img = document.createElement("img");
+  img.src = `ui/digits/${digit}.png`;
+  img.alt = `MNIST test digit ${digit}`;
+  button.append(img);
+  button.addEventListener("click", () => showImage(img));
+  $("examples").append(button);
+}
+
+// --- the API ------------------------------------------------------------------------------------
+let apiKey = sessionStorage.getItem(KEY_STORE) || "";
+$("key").value = apiKey;
+$("save-key").addEventListener("click", () => {
+  apiKey = $("key").value.trim();
+  sessionStorage.setItem(KEY_STORE, apiKey);
+  schedule();
+});
+
+async function post(path, body) {
+  const headers = { "Content-Type": "application/json", Accept: "application/json" };
+  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
+  const response = await fetch(path, { method: "POST", headers, body });
+  const answer = await response.json();
+  if (!response.ok) {
+    const error = new Error(answer.error ? answer.error.message : `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return answer;
+}
+
+// one request pair in flight at a time; changes made meanwhile are sent once it returns
+let busy = false;
+let again = false;
+let frame = 0;
+function schedule() {
+  if (frame) return;
+  frame = requestAnimationFrame(() => {
+    frame = 0;
+    analyse();
+  });
+}
+
+async function analyse() {
+  if (busy) {
+    again = true;
+    return;
+  }
+  busy = true;
+  const pixels = padPixels();
+  const body = JSON.stringify({ images: [pixels] });
+  try {
+    const [scored, encoded] = await Promise.all([post("reconstruct", body), post("encode", body)]);
+    render(pixels, scored, encoded);
+    setStatus("");
+  } catch (error) {
+    if (error.status === 401) {
+      $("access").open = true;
+      setStatus("This service needs an API key: enter it under “API key”.", true);
+    } else {
+      setStatus(`The service answered: ${error.message}`, true);
+    }
+  } finally {
+    busy = false;
+    if (again) {
+      again = false;
+      schedule();
+    }
+  }
+}
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+// --- drawing the answers ---------------------------------------------------------------------------
+function paint(canvas, width, height, rgbAt) {
+  canvas.width = width;
+  canvas.height = height;
+  const context = canvas.getContext("2d");
+  const image = context.createImageData(width, height);
+  for (let i = 0; i < width * height; i++) {
+    const [r, g, b] = rgbAt(i);
+    image.data.set([r, g, b, 255], 4 * i);
+  }
+  context.putImageData(image, 0, 0);
+}
+
+function render(pixels, scored, encoded) {
+  const recon = scored.data[0][0]; // (28,28)
+  const input = pixels.flat();
+  const flat = recon.flat();
+  paint($("reconstruction"), SIDE, SIDE, (i) => {
+    const v = Math.round(255 * flat[i]);
+    return [v, v, v];
+  });
+  // the absolute error on a fixed 0..1 scale, as the service's ?error_map=true heatmap
+  paint($("error-map"), SIDE, SIDE, (i) => colour(HEAT, Math.abs(flat[i] - input[i])));
+
+  $("mse").textContent = scored.mse[0].toFixed(5);
+  const verdict = $("verdict");
+  if (scored.percentile === null) {
+    $("percentile").textContent = "no calibration";
+    verdict.textContent = "The served checkpoint has no anomaly calibration";
+    verdict.className = "";
+  } else {
+    $("percentile").textContent = `${scored.percentile[0].toFixed(1)}`;
+    const flagged = scored.anomaly[0];
+    verdict.textContent = flagged
+      ? `Anomaly: unlike the training digits (threshold ${scored.anomaly_quantile})`
+      : "Normal: like the training digits";
+    verdict.className = flagged ? "anomaly" : "normal";
+  }
+  renderLatents(encoded);
+}
+
+function renderLatents(encoded) {
+  const [, channels, height, width] = encoded.shape;
+  const code = encoded.data[0]; // (C,H,W)
+  const values = code.flat(2);
+  const low = Math.min(0, ...values);
+  const high = Math.max(...values);
+  const span = high - low || 1;
+  const holder = $("latents");
+  if (holder.children.length !== channels) {
+    holder.replaceChildren();
+    for (let c = 0; c < channels; c++) {
+      const figure = document.createElement("figure");
+      const canvas = document.createElement("canvas");
+      canvas.setAttribute("role", "img");
+      canvas.setAttribute("aria-label", `Latent channel ${c}`);
+      const caption = document.createElement("figcaption");
+      caption.textContent = `channel ${c}`;
+      figure.append(canvas, caption);
+      holder.append(figure);
+    }
+    $("latent-note").textContent =
+      `The code the encoder makes: ${channels} channels of ${height}x${width}, one heatmap each, on one scale.`;
+  }
+  for (let c = 0; c < channels; c++) {
+    const channel = code[c].flat();
+    paint(holder.children[c].querySelector("canvas"), width, height, (i) => colour(VIRIDIS, (channel[i] - low) / span));
+  }
+}
+
+clearPad();
