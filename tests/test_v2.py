@@ -235,3 +235,15 @@ def test_the_documented_tritonclient_snippet_runs(live_server: LiveServer, capsy
     address = live_server.url.removeprefix("http://")
     exec(compile(snippet.replace("localhost:8000", address), "docs/oip.md", "exec"), {})
     assert "(3, 1, 28, 28)" in capsys.readouterr().out
+
+
+@pytest.mark.anyio
+async def test_the_v2_routes_have_a_tag_of_their_own_in_openapi(api: httpx.AsyncClient) -> None:
+    spec = (await api.get("/openapi.json")).json()
+    v2 = {path: item for path, item in spec["paths"].items() if path.startswith("/v2")}
+    assert "/v2/models/{name}/infer" in v2 and "/v2/health/ready" in v2 and "/v2" in v2
+    for path, item in v2.items():
+        for operation in item.values():
+            assert operation["tags"] == ["open-inference-protocol"], path
+    assert not any(op.get("tags") == ["open-inference-protocol"] for path, item in spec["paths"].items()
+                   if not path.startswith("/v2") for op in item.values())  # fmt: skip
