@@ -25,6 +25,7 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -154,23 +155,21 @@ class Calibration:
         """The MSE above which an image scores higher than ``quantile`` of normal images."""
         return float(np.interp(quantile, self.levels, self.scores))
 
+    @cached_property
+    def _points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (score, level) points with strictly increasing scores: of equal scores, the highest level."""
+        scores, levels = np.asarray(self.scores), np.asarray(self.levels)
+        last_of_run = np.append(scores[1:] != scores[:-1], True)
+        return scores[last_of_run], levels[last_of_run]
+
     def percentiles(self, mse: np.ndarray) -> np.ndarray:
         """(N,) MSE -> (N,) float32 percentile among normal images, in [0, 100].
 
         Piecewise linear through the stored (score, level) points; below the lowest normal score
-        it is 0, at or above the highest 100. Equal scores at several levels take the highest one.
+        it is 0, at or above the highest 100.
         """
-        xs = np.asarray(self.scores)
-        ys = np.asarray(self.levels)
-        mse = np.asarray(mse, dtype=np.float64)
-        upper = np.searchsorted(xs, mse, side="right")  # first stored score above each mse
-        inside = (upper > 0) & (upper < len(xs))
-        lo = np.clip(upper - 1, 0, len(xs) - 1)
-        hi = np.clip(upper, 0, len(xs) - 1)
-        span = np.where(inside, xs[hi] - xs[lo], 1.0)  # > 0 inside: xs[hi] > mse >= xs[lo]
-        fraction = np.where(inside, ys[lo] + (ys[hi] - ys[lo]) * (mse - xs[lo]) / span, 0.0)
-        fraction = np.where(upper >= len(xs), 1.0, fraction)
-        return (100.0 * fraction).astype(np.float32)
+        scores, levels = self._points
+        return (100.0 * np.interp(mse, scores, levels, left=0.0, right=1.0)).astype(np.float32)
 
 
 def is_anomaly(percentiles: np.ndarray, quantile: float) -> np.ndarray:
