@@ -169,7 +169,8 @@ class Calibration:
         it is 0, at or above the highest 100.
         """
         scores, levels = self._points
-        return (100.0 * np.interp(mse, scores, levels, left=0.0, right=1.0)).astype(np.float32)
+        fraction: np.ndarray = np.interp(mse, scores, levels, left=0.0, right=1.0)
+        return (100.0 * fraction).astype(np.float32)
 
 
 def is_anomaly(percentiles: np.ndarray, quantile: float) -> np.ndarray:
