@@ -16,7 +16,7 @@ from PIL import Image
 from service.checkpoint import load_checkpoint
 from service.inference import Op, Predictor
 from service.main import create_app
-from tests.conftest import image_file, npy, service_settings, wait_until_ready
+from tests.conftest import image_file, in_process, npy, service_settings, wait_until_ready
 
 pytestmark = pytest.mark.anyio
 
@@ -358,3 +358,22 @@ async def test_a_given_checkpoint_is_served_without_loading_it_again(
     async with app.router.lifespan_context(app):
         await wait_until_ready(app)
         assert app.state.service.checkpoint is checkpoint
+
+
+async def test_the_page_and_offline_docs_and_the_switch(tiny_checkpoint: Path) -> None:
+    """/ serves the page (its own files only, by policy) and /docs Swagger UI from local assets;
+    MNIST_AE_UI=false leaves the page out and keeps /docs."""
+    async with in_process(service_settings(tiny_checkpoint)) as (_, client):
+        page = await client.get("/")
+        assert page.status_code == 200 and "<canvas" in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        for asset in ("/ui/app.js", "/ui/style.css", "/ui/digits/0.png"):
+            assert (await client.get(asset)).status_code == 200, asset
+        docs = await client.get("/docs")
+        assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+        assert "//" not in docs.text and "http" not in docs.text, "nothing from a CDN or any other host"
+        assert (await client.get("/docs-assets/swagger-ui-bundle.js")).status_code == 200
+    async with in_process(service_settings(tiny_checkpoint, ui=False)) as (_, client):
+        assert (await client.get("/")).status_code == 404
+        assert (await client.get("/ui/app.js")).status_code == 404
+        assert (await client.get("/docs")).status_code == 200

@@ -1,7 +1,7 @@
 """The page at / and Swagger UI at /docs in a real browser: Debian's chromium driven by Playwright,
 against a real uvicorn process, with every request that would leave the service refused (offline).
 
-Marked ``browser``; skipped where no chromium is installed, unless MNIST_AE_REQUIRE_BROWSER=1
+Marked ``browser``; skipped where no chromium is installed, unless REQUIRE_BROWSER_TESTS=1
 (.ci/run sets it after installing chromium), which makes a missing browser a failure.
 """
 
@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.harness import LiveServer, start_server, stop_server
+from tests.harness import REPO, LiveServer, start_server, stop_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-CHROMIUM = os.environ.get("MNIST_AE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
-    if os.environ.get("MNIST_AE_REQUIRE_BROWSER") == "1":
-        raise RuntimeError("MNIST_AE_REQUIRE_BROWSER=1 but no chromium found (apt-get install chromium)")
+    if os.environ.get("REQUIRE_BROWSER_TESTS") == "1":
+        raise RuntimeError("REQUIRE_BROWSER_TESTS=1 but no chromium found (apt-get install chromium)")
     pytest.skip("no chromium installed (apt-get install chromium)", allow_module_level=True)
 
 from axe_playwright_python.sync_playwright import Axe  # noqa: E402
@@ -106,6 +106,13 @@ def test_draw_and_see_the_reconstruction_scores_latents_and_error_map(
     assert canvas_brightness(page, "#reconstruction") > 0.01, "a reconstruction was drawn"
     assert page.locator("#latents canvas").count() == 16
     assert canvas_brightness(page, "#error-map") > 0
+
+    # an image file, uploaded: an inverted digit (black on white) is no training digit
+    inverted = tmp_path / "inverted.png"
+    Image.eval(Image.open(REPO / "examples" / "seven.png").convert("L"), lambda v: 255 - v).save(inverted)
+    page.set_input_files("#file", str(inverted))
+    expect(page.locator("#verdict")).to_have_text("Anomaly: unlike the training digits (threshold 0.99)",
+                                                  timeout=10_000)  # fmt: skip
 
     # a real test digit: recognised as normal; its reconstruction looks like it
     page.get_by_role("button", name="MNIST test digit 7").click()
