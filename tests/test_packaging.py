@@ -32,7 +32,14 @@ def test_the_wheel_holds_every_module_and_command(tmp_path: Path) -> None:
     modules = {p.relative_to(REPO).as_posix() for name in PACKAGES for p in (REPO / name).rglob("*.py")}
     assert modules - names == set(), "modules the wheel lacks (a package folder without __init__.py?)"
     assert {n.split("/")[0] for n in names if n.endswith(".py")} == set(PACKAGES)
-    for command in ("mnist-ae-serve", "mnist-ae-train", "mnist-ae-evaluate"):
+    assert {"service/static/ui/index.html", "service/static/ui/app.js", "service/static/ui/digits/7.png"} <= names
+    for command in (
+        "mnist-ae-serve",
+        "mnist-ae-train",
+        "mnist-ae-evaluate",
+        "mnist-ae-calibrate",
+        "mnist-ae-export-onnx",
+    ):
         assert re.search(rf"^{command} = ", entry_points, re.M), command
 
 
@@ -97,3 +104,16 @@ def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
     hadolint = Path(sys.executable).with_name("hadolint")
     done = subprocess.run([str(hadolint), str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == "", done.stdout + done.stderr
+
+
+def test_every_package_the_images_install_is_pinned() -> None:
+    """The serving and training images install the runtime dependencies and the [train] extra under
+    constraints.txt: each of them has a pin there, so an image builds the same next month."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=;\[ ]", requirement, maxsplit=1)[0].lower()
+             for requirement in [*project["dependencies"], *project["optional-dependencies"]["train"]]}  # fmt: skip
+    pins = {line.split("==")[0].lower() for line in (REPO / "constraints.txt").read_text().splitlines()
+            if line and not line.startswith("#")}  # fmt: skip
+    assert names - pins == set()
