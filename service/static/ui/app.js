@@ -1,6 +1,7 @@
-// The page's client: the drawing pad, and two calls to the public API per change,
-// POST reconstruct (the reconstruction and its scores) and POST encode (the latent code),
-// both with the JSON body {"images": [28 rows of 28 intensities in [0,1]]}.
+// The page's client: the drawing pad, and three calls to the public API per change, each with the
+// JSON body {"images": [28 rows of 28 intensities in [0,1]]}: POST reconstruct (the reconstruction
+// and its scores), POST reconstruct?error_map=true&format=png (the service's error heatmap) and
+// POST encode (the latent code).
 "use strict";
 
 const SIDE = 28;
@@ -12,8 +13,7 @@ const small = document.createElement("canvas");
 small.width = small.height = SIDE;
 const smallCtx = small.getContext("2d", { willReadFrequently: true });
 
-// --- colour maps: error (black -> purple -> red -> yellow), latents (dark blue -> green -> yellow)
-const HEAT = [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]];
+// --- the latents' colour map: dark blue -> green -> yellow
 const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
 function colour(stops, t) {
   const x = Math.min(1, Math.max(0, t)) * (stops.length - 1);
@@ -141,17 +141,17 @@ $("save-key").addEventListener("click", () => {
   schedule();
 });
 
-async function post(path, body) {
-  const headers = { "Content-Type": "application/json", Accept: "application/json" };
+async function post(path, body, accept = "application/json") {
+  const headers = { "Content-Type": "application/json", Accept: accept };
   if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
   const response = await fetch(path, { method: "POST", headers, body });
-  const answer = await response.json();
   if (!response.ok) {
+    const answer = await response.json().catch(() => ({}));
     const error = new Error(answer.error ? answer.error.message : `HTTP ${response.status}`);
     error.status = response.status;
     throw error;
   }
-  return answer;
+  return accept === "application/json" ? response.json() : response.blob();
 }
 
 // one request pair in flight at a time; changes made meanwhile are sent once it returns
@@ -175,8 +175,12 @@ async function analyse() {
   const pixels = padPixels();
   const body = JSON.stringify({ images: [pixels] });
   try {
-    const [scored, encoded] = await Promise.all([post("reconstruct", body), post("encode", body)]);
-    render(pixels, scored, encoded);
+    const [scored, heatmap, encoded] = await Promise.all([
+      post("reconstruct", body),
+      post("reconstruct?error_map=true&format=png", body, "image/png"),
+      post("encode", body),
+    ]);
+    await render(scored, heatmap, encoded);
     setStatus("");
   } catch (error) {
     if (error.status === 401) {
@@ -212,16 +216,16 @@ function paint(canvas, width, height, rgbAt) {
   context.putImageData(image, 0, 0);
 }
 
-function render(pixels, scored, encoded) {
-  const recon = scored.data[0][0]; // (28,28)
-  const input = pixels.flat();
-  const flat = recon.flat();
+async function render(scored, heatmap, encoded) {
+  const flat = scored.data[0][0].flat(); // (28,28)
   paint($("reconstruction"), SIDE, SIDE, (i) => {
     const v = Math.round(255 * flat[i]);
     return [v, v, v];
   });
-  // the absolute error on a fixed 0..1 scale, as the service's ?error_map=true heatmap
-  paint($("error-map"), SIDE, SIDE, (i) => colour(HEAT, Math.abs(flat[i] - input[i])));
+  // the service's heatmap of the absolute error, on a fixed 0..1 scale
+  const picture = await createImageBitmap(heatmap);
+  const errorMap = $("error-map");
+  errorMap.getContext("2d").drawImage(picture, 0, 0, errorMap.width, errorMap.height);
 
   $("mse").textContent = scored.mse[0].toFixed(5);
   const verdict = $("verdict");
