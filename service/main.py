@@ -171,6 +171,7 @@ def create_app(settings: Settings | None = None, *, checkpoint: Checkpoint | Non
         version="0.1.0",
         summary="Encode 28x28 digits to 16x7x7 latent codes, decode them, and score reconstructions.",
         docs_url=None,  # served from local assets by service/routes/ui.py, so it works offline
+        redoc_url=None,  # one page of API docs; ReDoc would load its script from a CDN
     )
     app.include_router(ops.router)
     app.include_router(admin.router)

@@ -247,3 +247,13 @@ async def test_the_v2_routes_have_a_tag_of_their_own_in_openapi(api: httpx.Async
             assert operation["tags"] == ["open-inference-protocol"], path
     assert not any(op.get("tags") == ["open-inference-protocol"] for path, item in spec["paths"].items()
                    if not path.startswith("/v2") for op in item.values())  # fmt: skip
+
+
+@pytest.mark.anyio
+async def test_unknown_v2_paths_and_methods_get_protocol_errors(api: httpx.AsyncClient) -> None:
+    for method, path, status in [("GET", "/v2/nothing", 404), ("POST", "/v2/models/mnist-ae/explain", 404),
+                                 ("GET", INFER, 405), ("POST", "/v2/health/live", 405)]:  # fmt: skip
+        response = await api.request(method, path)
+        assert response.status_code == status, (method, path, response.text)
+        assert isinstance(response.json()["error"], str), (method, path)
+    assert (await api.get(INFER)).headers["allow"] == "POST"

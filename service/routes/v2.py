@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import Match
 
 from service.access import check_api_key
 from service.batcher import MicroBatcher
@@ -212,3 +214,16 @@ async def _run(batcher: MicroBatcher, inference: Inference, default_quantile: fl
         outputs |= {"percentile": percentile, "anomaly": anomaly}
     batcher.metrics.observe_scores(mse, anomaly)
     return outputs
+
+
+# last in the router: any other path under /v2 gets the protocol's error shape too (405 where the
+# path exists for another method), not the native one
+@router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def unknown(request: Request, rest: str) -> Response:
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.endpoint is not unknown:
+            match, _ = route.matches(request.scope)
+            if match is Match.PARTIAL:  # the path, with other methods
+                allowed = ", ".join(sorted(route.methods or ()))
+                return json_response({"error": f"{request.url.path} takes {allowed}"}, 405, {"allow": allowed})
+    return _error(404, f"no Open Inference Protocol endpoint at {request.url.path}")
