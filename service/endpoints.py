@@ -119,9 +119,6 @@ class Endpoint:
             raise NotReady(f"the model is not ready ({state.status}); retry shortly", headers={"retry-after": "1"})
         query = parse_query(self.query, call.query_string)
         output = choose_format(query.format, call.accept)
-        # before the batch runs: a threshold the served model cannot apply is the request's mistake
-        if getattr(query, "anomaly_quantile", None) is not None and serving.batcher.predictor.calibration is None:
-            raise InvalidInput(f"anomaly_quantile: the model being served has no calibration ({NO_CALIBRATION})")
         with serving.batcher.arrival():
             inputs = await self.read(call, serving, query)
         outputs = await serving.batcher.submit(self.op, inputs)
@@ -164,6 +161,13 @@ async def _read_images(call: Call, serving: Serving, query: ImagesQuery) -> np.n
     config = serving.config
     return await read_images(call.body, call.content_type, serving.settings, size=config.image_size,
                              resize=query.resize)  # fmt: skip
+
+
+async def _read_images_to_score(call: Call, serving: Serving, query: ReconstructQuery) -> np.ndarray:
+    # before the batch runs: a threshold the served model cannot apply is the request's mistake
+    if query.anomaly_quantile is not None and serving.batcher.predictor.calibration is None:
+        raise InvalidInput(f"anomaly_quantile: the model being served has no calibration ({NO_CALIBRATION})")
+    return await _read_images(call, serving, query)
 
 
 async def _read_latents(call: Call, serving: Serving, query: OutputQuery) -> np.ndarray:
@@ -224,7 +228,7 @@ ENDPOINTS: Sequence[Endpoint] = (
     Endpoint(
         "/reconstruct", Op.RECONSTRUCT,
         "Images -> reconstructions, their MSE, its percentile among normal images and the anomaly decision",
-        ReconstructQuery, _read_images, _answer_reconstruct, _IMAGES_BODY,
+        ReconstructQuery, _read_images_to_score, _answer_reconstruct, _IMAGES_BODY,
         "the reconstruction, or with ?error_map=true the error heatmap (a grid for a batch)", ReconstructResponse,
     ),
 )  # fmt: skip
