@@ -7,6 +7,7 @@ OUT ?= runs
 ARGS ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
+SOURCES := service training tests bench scripts examples
 
 .PHONY: setup serve test test-fast docker-smoke lint typecheck train evaluate data bench-deps bench device-kit clean
 
@@ -22,10 +23,11 @@ $(STAMP): pyproject.toml
 serve: setup
 	$(PY) -m service --host $(HOST) --port $(PORT)
 
-# everything: lint, types, unit and in-process tests, and the integration tests (real uvicorn
+# everything: lint, format, types (service/ and training/ strict, tests/ checked), unit and in-process tests, and the integration tests (real uvicorn
 # processes, the real MNIST set, training, schemathesis, the bench smoke tests); what CI runs
 test: setup
-	$(PY) -m ruff check service training tests bench scripts
+	$(PY) -m ruff check $(SOURCES)
+	$(PY) -m ruff format --check $(SOURCES)
 	$(PY) -m mypy
 	$(PY) -m pytest
 
@@ -39,8 +41,8 @@ docker-smoke: setup data
 	PY=$(PY) bash scripts/docker-smoke.sh
 
 lint: setup
-	$(PY) -m ruff check service training tests bench scripts
-	$(PY) -m ruff format --check service training tests bench scripts
+	$(PY) -m ruff check $(SOURCES)
+	$(PY) -m ruff format --check $(SOURCES)
 
 typecheck: setup
 	$(PY) -m mypy

@@ -45,23 +45,27 @@ def main() -> None:
     for name, env in CONFIGS.items():
         crowd, alone = results[name] = measure(env, args.seconds)
         assert crowd.non_2xx == 0 and alone.non_2xx == 0, "errors under load"
-        rows.append(f"| {name} | {crowd.rps:,.0f} | {crowd.p50_ms:.1f} | {crowd.p99_ms:.1f} | "
-                    f"{alone.rps:,.0f} | {alone.p50_ms:.2f} | {alone.p99_ms:.2f} |")  # fmt: skip
+        rows.append(
+            f"| {name} | {crowd.rps:,.0f} | {crowd.p50_ms:.1f} | {crowd.p99_ms:.1f} | "
+            f"{alone.rps:,.0f} | {alone.p50_ms:.2f} | {alone.p99_ms:.2f} |"
+        )
     (on_crowd, on_alone), (off_crowd, off_alone) = results.values()
-    body = "\n".join([
-        "## Micro-batching: on versus off",
-        "",
-        "One PNG per request to `/reconstruct`, the shipped model on CPU. 64 clients: throughput under load; "
-        "1 client: what batching costs when there is nobody to batch with.",
-        "",
-        "| server | 64 clients: req/s | p50 ms | p99 ms | 1 client: req/s | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        *rows,
-        "",
-        f"Batching gives {on_crowd.rps / off_crowd.rps:.2f}x the throughput at 64 clients. A lone client's median "
-        f"latency changes by {on_alone.p50_ms - off_alone.p50_ms:+.2f} ms: batches are the requests that queued "
-        "while the previous forward pass ran, and nobody waits for company.",
-    ])  # fmt: skip
+    body = "\n".join(
+        [
+            "## Micro-batching: on versus off",
+            "",
+            "One PNG per request to `/reconstruct`, the shipped model on CPU. 64 clients: throughput under load; "
+            "1 client: what batching costs when there is nobody to batch with.",
+            "",
+            "| server | 64 clients: req/s | p50 ms | p99 ms | 1 client: req/s | p50 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            *rows,
+            "",
+            f"Batching gives {on_crowd.rps / off_crowd.rps:.2f}x the throughput at 64 clients. A lone client's median "
+            f"latency changes by {on_alone.p50_ms - off_alone.p50_ms:+.2f} ms: batches are the requests that queued "
+            "while the previous forward pass ran, and nobody waits for company.",
+        ]
+    )
     write_section("batching", command_line(), body)
 
 

@@ -91,8 +91,14 @@ def memory_under_load(
         sampler.start()
         for r in range(rounds):
             load(f"one-PNG round {r + 1}", PNG, content_type="image/png", connections=64)
-        load("10 s of 256-image .npy batches", npy, content_type="application/x-npy", accept="application/x-npy",
-             connections=4, seconds=10)  # fmt: skip
+        load(
+            "10 s of 256-image .npy batches",
+            npy,
+            content_type="application/x-npy",
+            accept="application/x-npy",
+            connections=4,
+            seconds=10,
+        )
         load("a last one-PNG round", PNG, content_type="image/png", connections=64)
         log = server.log_lines()
     finally:

@@ -26,8 +26,9 @@ def torch_build() -> tuple[str, bool]:
     child process: a benchmark that measures a server's memory must not map torch's libraries
     itself (see bench/memory.py)."""
     code = "import torch; print(torch.__version__, torch.version.cuda is not None)"
-    version, cuda = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                   check=True).stdout.split()  # fmt: skip
+    version, cuda = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     return version, cuda == "True"
 
 
@@ -40,8 +41,10 @@ def plot_path(name: str) -> Path:
 def machine() -> str:
     cores = len(os.sched_getaffinity(0))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    return (f"{platform.processor() or platform.machine()}, {cores} cores, Python {platform.python_version()}, "
-            f"torch {torch_build()[0]}, commit {commit.strip() or 'unknown'}")  # fmt: skip
+    return (
+        f"{platform.processor() or platform.machine()}, {cores} cores, Python {platform.python_version()}, "
+        f"torch {torch_build()[0]}, commit {commit.strip() or 'unknown'}"
+    )
 
 
 def command_line() -> str:
@@ -69,8 +72,9 @@ def _put_section(name: str, section: str) -> None:
 
 
 def write_section(name: str, command: str, body: str) -> None:
-    section = (f"<!-- {name}:start -->\n{body.strip()}\n\nReproduce: `{command}`  \nMachine: {machine()}\n"
-               f"<!-- {name}:end -->")  # fmt: skip
+    section = (
+        f"<!-- {name}:start -->\n{body.strip()}\n\nReproduce: `{command}`  \nMachine: {machine()}\n<!-- {name}:end -->"
+    )
     _put_section(name, section)
     print(section, file=sys.stdout)
 

@@ -35,17 +35,21 @@ import torch
 from bench.report import command_line, plot_path, write_section
 from bench.workload import PNG, batch_bodies
 from bench.wrk import LoadResult, run_wrk, run_wrk_for_requests
-from service.calibration import is_anomaly
 from service.checkpoint import load_checkpoint
 from service.codecs.images import decode_image
 from service.inference import Op, Predictor
 from service.main import create_app
-from service.responses import OutputFormat, Scores, render_images
+from service.model import ModelConfig
+from service.responses import OutputFormat, render_images
+from service.scoring import Scores, is_anomaly
 from service.settings import DEFAULT_CHECKPOINT, Settings
 from tests.harness import LiveServer, start_server, stop_server, thread_cpu_seconds
 
-TARGETS = ("(a) HTTP ceiling: bare ASGI, same uvicorn", "this service, POST /reconstruct",
-           "(b) peer-style FastAPI service")  # fmt: skip
+TARGETS = (
+    "(a) HTTP ceiling: bare ASGI, same uvicorn",
+    "this service, POST /reconstruct",
+    "(b) peer-style FastAPI service",
+)
 
 
 def median_time(work: Callable[[], object], repeats: int) -> float:
@@ -71,6 +75,7 @@ class InstantModel:
     """A stand-in predictor that answers at once with zeros: what the request path costs without the model."""
 
     calibration = None
+    config = ModelConfig()
 
     def run(self, op: Op, batch: np.ndarray) -> tuple[np.ndarray, ...]:
         n = len(batch)
@@ -85,10 +90,20 @@ async def in_process_micros(batch: int, rounds: int = 200) -> tuple[float, float
     settings = Settings(log_format="text", warmup_batches=0)
     app = create_app(settings, checkpoint=load_checkpoint(DEFAULT_CHECKPOINT))
     body = PNG.read_bytes()
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/reconstruct", "raw_path": b"/reconstruct", "root_path": "", "query_string": b"",
-             "headers": [(b"content-type", b"image/png"), (b"content-length", str(len(body)).encode())],
-             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5555)}  # fmt: skip
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/reconstruct",
+        "raw_path": b"/reconstruct",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"image/png"), (b"content-length", str(len(body)).encode())],
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 5555),
+    }
 
     async def receive() -> dict[str, object]:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -102,7 +117,7 @@ async def in_process_micros(batch: int, rounds: int = 200) -> tuple[float, float
     async with app.router.lifespan_context(app):
         while not app.state.service.ready:
             await asyncio.sleep(0.01)
-        batcher = app.state.service.serving.batcher
+        batcher = app.state.service.batcher
         batcher.predictor = InstantModel()  # type: ignore[assignment]
         image = np.zeros((1, 28, 28), np.float32)
 
@@ -136,26 +151,32 @@ def stage_micros(batch: int) -> dict[str, float]:
     encode = 1e6 * median_time(lambda: render_images(recon, OutputFormat.json, scores=scores), 300)
     whole, queue = asyncio.run(in_process_micros(batch))
     return {
-        "request layer and endpoint (ids, limits, metrics, query, headers, the answer's send)":
-            whole - decode - encode - queue,
+        "request layer and endpoint (ids, limits, metrics, query, headers, the answer's send)": whole
+        - decode
+        - encode
+        - queue,
         "decode (PNG -> float32 image)": decode,
-        "queue: submit, the hand-off to the inference thread and back, the task woken (model answering at once)":
-            queue,
-        f"forward, per image at batch {batch} (quiet)": 1e6 * median_time(
-            lambda: predictor.run(Op.RECONSTRUCT, images), 50) / batch,
+        "queue: submit, the hand-off to the inference thread and back, the task woken (model answering at once)": queue,
+        f"forward, per image at batch {batch} (quiet)": 1e6
+        * median_time(lambda: predictor.run(Op.RECONSTRUCT, images), 50)
+        / batch,
         "encode (JSON answer)": encode,
-    }  # fmt: skip
+    }
 
 
 def mean_batch(server: LiveServer) -> float:
     text = httpx.get(f"{server.url}/metrics").text
-    values = {line.split("{")[0]: float(line.split()[-1]) for line in text.splitlines()
-              if line.startswith("mnist_ae_batch_size_images_")}  # fmt: skip
+    values = {
+        line.split("{")[0]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("mnist_ae_batch_size_images_")
+    }
     return values["mnist_ae_batch_size_images_sum"] / max(values["mnist_ae_batch_size_images_count"], 1)
 
 
-def single_image_rounds(servers: dict[str, LiveServer], rounds: int, requests: int
-                        ) -> tuple[dict[str, list[LoadResult]], dict[str, list[dict[str, float]]]]:  # fmt: skip
+def single_image_rounds(
+    servers: dict[str, LiveServer], rounds: int, requests: int
+) -> tuple[dict[str, list[LoadResult]], dict[str, list[dict[str, float]]]]:
     """wrk against each server in turn; each run's result and its server's CPU µs per request by thread."""
     results: dict[str, list[LoadResult]] = {name: [] for name in servers}
     cpu: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
@@ -168,13 +189,18 @@ def single_image_rounds(servers: dict[str, LiveServer], rounds: int, requests: i
             def start_meter(pid: int = pid, before: dict[str, float] = before) -> None:
                 before.update(thread_cpu_seconds(pid))
 
-            result = run_wrk_for_requests(url, PNG, requests=requests, content_type="image/png", connections=64,
-                                          before_run=start_meter)  # fmt: skip
+            result = run_wrk_for_requests(
+                url, PNG, requests=requests, content_type="image/png", connections=64, before_run=start_meter
+            )
             after = thread_cpu_seconds(pid)
             used = {thread: after[thread] - before.get(thread, 0.0) for thread in after}
             loop = used.pop("main")
-            cpu[name].append({"event loop": 1e6 * loop / result.requests,
-                              "other threads": 1e6 * sum(used.values()) / result.requests})  # fmt: skip
+            cpu[name].append(
+                {
+                    "event loop": 1e6 * loop / result.requests,
+                    "other threads": 1e6 * sum(used.values()) / result.requests,
+                }
+            )
             assert result.non_2xx == 0 and result.socket_errors == 0, (name, result)
             results[name].append(result)
             print(f"  round {r + 1} {name}: {result.rps:,.0f} req/s p99 {result.p99_ms:.1f} ms", flush=True)
@@ -217,13 +243,21 @@ def main() -> None:
         npy, multipart, multipart_type = batch_bodies(tmp, 256)
         ours = start_server(tmp / "ours.log", {})
         answer = tmp / "answer.json"
-        answer.write_bytes(httpx.post(f"{ours.url}/reconstruct", content=PNG.read_bytes(),
-                                      headers={"content-type": "image/png"}).content)  # fmt: skip
+        answer.write_bytes(
+            httpx.post(
+                f"{ours.url}/reconstruct", content=PNG.read_bytes(), headers={"content-type": "image/png"}
+            ).content
+        )
         uvicorn = ("-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--no-access-log")
-        ceiling = start_server(tmp / "ceiling.log", {"CEILING_RESPONSE": str(answer)},
-                               command=(*uvicorn, "bench.ceiling:app"), ready_path="/")  # fmt: skip
-        naive = start_server(tmp / "naive.log", {}, command=("-m", "uvicorn", "bench.naive_service:app"),
-                             ready_path="/healthz")  # fmt: skip
+        ceiling = start_server(
+            tmp / "ceiling.log",
+            {"CEILING_RESPONSE": str(answer)},
+            command=(*uvicorn, "bench.ceiling:app"),
+            ready_path="/",
+        )
+        naive = start_server(
+            tmp / "naive.log", {}, command=("-m", "uvicorn", "bench.naive_service:app"), ready_path="/healthz"
+        )
         servers = dict(zip(TARGETS, (ceiling, ours, naive), strict=True))
         try:
             single, cpu = single_image_rounds(servers, args.rounds, args.requests)
@@ -234,10 +268,23 @@ def main() -> None:
             raw_runs, batch_npy, batch_png = [], [], []
             for _ in range(args.rounds):
                 raw_runs.append(raw_forward_images_per_s(256))
-                batch_npy.append(run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy",
-                                         connections=4, seconds=5).rps * 256)  # fmt: skip
-                batch_png.append(run_wrk(url, multipart, content_type=multipart_type, accept="application/x-npy",
-                                         connections=4, seconds=5).rps * 256)  # fmt: skip
+                batch_npy.append(
+                    run_wrk(
+                        url, npy, content_type="application/x-npy", accept="application/x-npy", connections=4, seconds=5
+                    ).rps
+                    * 256
+                )
+                batch_png.append(
+                    run_wrk(
+                        url,
+                        multipart,
+                        content_type=multipart_type,
+                        accept="application/x-npy",
+                        connections=4,
+                        seconds=5,
+                    ).rps
+                    * 256
+                )
             raw_runs.append(raw_forward_images_per_s(256))
         finally:
             for server in servers.values():
@@ -263,50 +310,52 @@ def main() -> None:
         "this service, 256 PNGs per request (multipart)": median_of(batch_png),
     }
     plot({name.split(":")[0]: value for name, value in rps.items()}, batches, plot_path(f"{section}.png"))
-    body = "\n".join([
-        f"## Serving on CPU, torch {torch.__version__} ({build})",
-        "",
-        f"### One PNG per request: `/reconstruct`, 64 connections, {args.requests:,} requests a run, "
-        f"median of {args.rounds} interleaved rounds",
-        "",
-        "| target | req/s | p50 ms | p99 ms | server CPU µs/request: event loop (main thread) | other threads |",
-        "|---|---:|---:|---:|---:|---:|",
-        *rows,
-        "",
-        f"- this service reaches **{ours_rps / ceiling_rps:.2f}x (a)**, the HTTP ceiling: a bare ASGI app answering "
-        "with this service's own response bytes under the same uvicorn",
-        f"- and **{ours_rps / naive_rps:.1f}x (b)**, the peer-style service (Pillow decode and ToTensor, one forward "
-        "pass per request in the event loop, JSON lists) as `pip install fastapi uvicorn` runs it",
-        f"- p99 latency {median_of([r.p99_ms for r in single[TARGETS[1]]]):.1f} ms, 0 errors",
-        "",
-        f"### Where one request's time goes (µs; batches of {batch:.0f} images on average under that load)",
-        "",
-        "| stage | µs per request |",
-        "|---|---:|",
-        *(f"| {name} | {value:.0f} |" for name, value in budget),
-        f"| **sum of the stages** | **{total:.0f}** |",
-        f"| measured under load: the server's CPU per request (event loop + other threads) | {measured:.0f} |",
-        "",
-        "HTTP is measured under the same load; the other stages in-process, on one quiet thread (the request "
-        "layer and endpoint row is a whole request through the app with the model answering at once, less the "
-        f"other rows). At {total:.0f} µs of work per request, 2 cores could serve at most "
-        f"{2e6 / total:,.0f} req/s, {2e6 / total / ceiling_rps:.2f}x the ceiling, with nothing left for the load "
-        "generator; what the measured CPU has beyond the sum is contention: two cores shared by wrk, the event "
-        "loop and the forward pass's threads, caches, and the GIL passed between the loop and each layer of the "
-        "forward pass.",
-        "",
-        f"### 256 images per request (4 connections, 5 s a run, median of {args.rounds} interleaved rounds)",
-        "",
-        "| | images/s | vs raw forward |",
-        "|---|---:|---:|",
-        *(f"| {k} | {v:,.0f} | {v / raw:.0%} |" for k, v in batches.items()),
-        "",
-        f"The raw figure is the median of {args.rounds + 1} measurements, before each round and after the last. "
-        "The server runs the decoder with each upsampling folded into the convolution after it "
-        "(service/folding.py), the same function within 1e-6, so it can beat the eager forward pass.",
-        "",
-        f"![serving throughput](bench/plots/{section}.png)",
-    ])  # fmt: skip
+    body = "\n".join(
+        [
+            f"## Serving on CPU, torch {torch.__version__} ({build})",
+            "",
+            f"### One PNG per request: `/reconstruct`, 64 connections, {args.requests:,} requests a run, "
+            f"median of {args.rounds} interleaved rounds",
+            "",
+            "| target | req/s | p50 ms | p99 ms | server CPU µs/request: event loop (main thread) | other threads |",
+            "|---|---:|---:|---:|---:|---:|",
+            *rows,
+            "",
+            f"- this service reaches **{ours_rps / ceiling_rps:.2f}x (a)**, the HTTP ceiling: a bare ASGI app "
+            "answering with this service's own response bytes under the same uvicorn",
+            f"- and **{ours_rps / naive_rps:.1f}x (b)**, the peer-style service (Pillow decode and ToTensor, one "
+            "forward pass per request in the event loop, JSON lists) as `pip install fastapi uvicorn` runs it",
+            f"- p99 latency {median_of([r.p99_ms for r in single[TARGETS[1]]]):.1f} ms, 0 errors",
+            "",
+            f"### Where one request's time goes (µs; batches of {batch:.0f} images on average under that load)",
+            "",
+            "| stage | µs per request |",
+            "|---|---:|",
+            *(f"| {name} | {value:.0f} |" for name, value in budget),
+            f"| **sum of the stages** | **{total:.0f}** |",
+            f"| measured under load: the server's CPU per request (event loop + other threads) | {measured:.0f} |",
+            "",
+            "HTTP is measured under the same load; the other stages in-process, on one quiet thread (the request "
+            "layer and endpoint row is a whole request through the app with the model answering at once, less the "
+            f"other rows). At {total:.0f} µs of work per request, 2 cores could serve at most "
+            f"{2e6 / total:,.0f} req/s, {2e6 / total / ceiling_rps:.2f}x the ceiling, with nothing left for the load "
+            "generator; what the measured CPU has beyond the sum is contention: two cores shared by wrk, the event "
+            "loop and the forward pass's threads, caches, and the GIL passed between the loop and each layer of the "
+            "forward pass.",
+            "",
+            f"### 256 images per request (4 connections, 5 s a run, median of {args.rounds} interleaved rounds)",
+            "",
+            "| | images/s | vs raw forward |",
+            "|---|---:|---:|",
+            *(f"| {k} | {v:,.0f} | {v / raw:.0%} |" for k, v in batches.items()),
+            "",
+            f"The raw figure is the median of {args.rounds + 1} measurements, before each round and after the last. "
+            "The server runs the decoder with each upsampling folded into the convolution after it "
+            "(service/folding.py), the same function within 1e-6, so it can beat the eager forward pass.",
+            "",
+            f"![serving throughput](bench/plots/{section}.png)",
+        ]
+    )
     write_section(section, command_line(), body)
 
 

@@ -73,21 +73,30 @@ def raw_forward(device: torch.device, batch: int) -> dict[str, float]:
     return {"eager, on device": batch / eager, "server's graph, host to host": batch / served}
 
 
-def load_rounds(servers: dict[str, LiveServer], bodies: dict[str, tuple[Path, str, int, int]], rounds: int,
-                seconds: float) -> dict[tuple[str, str], list[float]]:  # fmt: skip
+def load_rounds(
+    servers: dict[str, LiveServer], bodies: dict[str, tuple[Path, str, int, int]], rounds: int, seconds: float
+) -> dict[tuple[str, str], list[float]]:
     """images/s (requests/s for single images) and p99 per (server, load), rounds alternating."""
     results: dict[tuple[str, str], list[float]] = {}
     for r in range(rounds):
         for load, (body, content_type, images, connections) in bodies.items():
             for name, server in servers.items():
-                result = run_wrk(f"{server.url}/reconstruct", body, content_type=content_type,
-                                 accept="application/x-npy", connections=connections, seconds=seconds,
-                                 threads=2 if connections >= 16 else 1)  # fmt: skip
+                result = run_wrk(
+                    f"{server.url}/reconstruct",
+                    body,
+                    content_type=content_type,
+                    accept="application/x-npy",
+                    connections=connections,
+                    seconds=seconds,
+                    threads=2 if connections >= 16 else 1,
+                )
                 assert result.non_2xx == 0 and result.socket_errors == 0, (name, load, result)
                 results.setdefault((name, load), []).append(result.rps * images)
                 results.setdefault((name, load + " p99"), []).append(result.p99_ms)
-                print(f"  round {r + 1} {name}, {load}: {result.rps * images:,.0f}/s p99 {result.p99_ms:.1f} ms",
-                      flush=True)  # fmt: skip
+                print(
+                    f"  round {r + 1} {name}, {load}: {result.rps * images:,.0f}/s p99 {result.p99_ms:.1f} ms",
+                    flush=True,
+                )
     return results
 
 
@@ -145,26 +154,34 @@ def main() -> None:
         for load in bodies:
             rate, p99 = statistics.median(results[(name, load)]), statistics.median(results[(name, load + " p99")])
             unit = "requests/s" if load.startswith("one PNG") else "images/s"
-            rows.append(f"| server {name}: {load} | {rate:,.0f} {unit}, p99 {p99:.1f} ms | "
-                        f"{'' if unit == 'requests/s' else f'{rate / raw_256:.1%}'} |")  # fmt: skip
+            rows.append(
+                f"| server {name}: {load} | {rate:,.0f} {unit}, p99 {p99:.1f} ms | "
+                f"{'' if unit == 'requests/s' else f'{rate / raw_256:.1%}'} |"
+            )
             if unit == "images/s":
                 served[f"{name.split(' (')[0]}: {load}"] = rate
     section = f"serving-{'gpu' if device.type == 'cuda' else 'gpu-script-on-cpu'}"
-    plot({**{k: v for k, v in raw.items()}, **served}, plot_path(f"{section}.png"),
-         f"Serving on {where}: the service against the raw forward")  # fmt: skip
-    body = "\n".join([
-        f"## Serving on {where}, torch {torch.__version__}",
-        "",
-        f"The service with `MNIST_AE_DEVICE={args.device}` against the model's own forward on the same device. "
-        f"Raw: medians of 50 synchronized passes. Servers: both running at once, {args.rounds} rounds alternating, "
-        f"{args.seconds:g} s per wrk run, medians. Percentages are of the eager forward at batch 256 on the device.",
-        "",
-        "| | throughput | vs raw eager, batch 256 |",
-        "|---|---:|---:|",
-        *rows,
-        "",
-        f"![serving on the GPU](bench/plots/{section}.png)",
-    ])  # fmt: skip
+    plot(
+        {**{k: v for k, v in raw.items()}, **served},
+        plot_path(f"{section}.png"),
+        f"Serving on {where}: the service against the raw forward",
+    )
+    body = "\n".join(
+        [
+            f"## Serving on {where}, torch {torch.__version__}",
+            "",
+            f"The service with `MNIST_AE_DEVICE={args.device}` against the model's own forward on the same device. "
+            f"Raw: medians of 50 synchronized passes. Servers: both running at once, {args.rounds} rounds alternating, "
+            f"{args.seconds:g} s per wrk run, medians. Percentages are of the eager forward at batch 256 on the "
+            "device.",
+            "",
+            "| | throughput | vs raw eager, batch 256 |",
+            "|---|---:|---:|",
+            *rows,
+            "",
+            f"![serving on the GPU](bench/plots/{section}.png)",
+        ]
+    )
     write_section(section, command_line(), body)
 
 

@@ -119,38 +119,64 @@ def plot(runs: list[Run], path: str, where: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
-                        help="seeds for the one-pass recipes (the seed loop and the default recipe use 0)")  # fmt: skip
-    parser.add_argument("--tries", type=int, default=1,
-                        help="runs of the seed loop and of each one-pass recipe and seed, in interleaved rounds; "
-                             "the table gives the median (the default recipe runs once)")  # fmt: skip
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="seeds for the one-pass recipes (the seed loop and the default recipe use 0)",
+    )
+    parser.add_argument(
+        "--tries",
+        type=int,
+        default=1,
+        help="runs of the seed loop and of each one-pass recipe and seed, in interleaved rounds; "
+        "the table gives the median (the default recipe runs once)",
+    )
     args = parser.parse_args()
     out = tempfile.mkdtemp(prefix="train-speed-")
     project = [sys.executable, "-m", "training", "--device", args.device, "--out", out, "--no-progress"]
     # one pass over 50k images, its learning rate decaying to 0 (warm-up 5%, then cosine): the decay
     # settles the weights, so the result holds across seeds, where a constant rate ends at whatever
     # its last steps reached
-    fast = ["--epochs", "1", "--limit", "50000", "--batch-size", "32", "--lr", "0.01", "--schedule", "cosine",
-            "--warmup-epochs", "0.05"]  # fmt: skip
+    fast = [
+        "--epochs",
+        "1",
+        "--limit",
+        "50000",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.01",
+        "--schedule",
+        "cosine",
+        "--warmup-epochs",
+        "0.05",
+    ]
     full = ["--epochs", "1", "--batch-size", "32", "--lr", "0.003", "--schedule", "constant"]
     seeded = [
         run
         for seed in args.seeds
         for run in (
-            Run(f"project, fast recipe, bf16 autocast: 50k images once, batch 32, lr 0.01 decaying to 0{_seed(seed)}",
-                [*project, *fast, "--precision", "bf16", "--seed", str(seed)]),
-            Run(f"project, fast recipe, float32: the same recipe{_seed(seed)}",
-                [*project, *fast, "--seed", str(seed)]),
-            Run(f"project, float32: all 60k images once, batch 32, constant lr 0.003{_seed(seed)}",
-                [*project, *full, "--seed", str(seed)]),
+            Run(
+                f"project, fast recipe, bf16 autocast: 50k images once, batch 32, lr 0.01 decaying to 0{_seed(seed)}",
+                [*project, *fast, "--precision", "bf16", "--seed", str(seed)],
+            ),
+            Run(f"project, fast recipe, float32: the same recipe{_seed(seed)}", [*project, *fast, "--seed", str(seed)]),
+            Run(
+                f"project, float32: all 60k images once, batch 32, constant lr 0.003{_seed(seed)}",
+                [*project, *full, "--seed", str(seed)],
+            ),
         )
-    ]  # fmt: skip
+    ]
     runs = [
-        Run("seed loop: DataLoader+ToTensor, batch 32, Adam 0.01",
-            [sys.executable, "-m", "bench.seed_loop", "--epochs", "15", "--device", args.device]),
+        Run(
+            "seed loop: DataLoader+ToTensor, batch 32, Adam 0.01",
+            [sys.executable, "-m", "bench.seed_loop", "--epochs", "15", "--device", args.device],
+        ),
         *seeded,
         Run("project, default recipe (30 epochs, stopped at target)", [*project]),
-    ]  # fmt: skip
+    ]
     for run in runs:
         watch(run, timeout_s=600)
     for _ in range(args.tries - 1):  # the machine's speed drifts: later tries of every run side by side,
@@ -170,36 +196,39 @@ def main() -> None:
     picture = "train_speed.png" if args.device == "cpu" else f"train_speed-{args.device.replace(':', '')}.png"
     plot(runs, str(plot_path(picture)), device_description(args.device))
     note = (
-        "" if seed.seconds_to_target else
-        f" The seed loop did not reach the target in its 15 epochs (final {seed.curve[-1][1]:.5f}); "
+        ""
+        if seed.seconds_to_target
+        else f" The seed loop did not reach the target in its 15 epochs (final {seed.curve[-1][1]:.5f}); "
         "its time is that of all 15 epochs, after which the seed reports its result."
-    )  # fmt: skip
+    )
     if args.tries > 1:
         note += (
             f" The seed loop and each one-pass run were tried {args.tries} times in interleaved rounds; the "
             "table gives the median try (the plot, the first try's curve) and the test MSE, the same in every try."
         )
-    body = "\n".join([
-        f"## Training: time to test MSE <= {TARGET_MSE} ({args.device}: {device_description(args.device)})",
-        "",
-        "Wall time from process start (imports and data loading included) until the first end-of-epoch "
-        f"test MSE at or under {TARGET_MSE}, the seed's own result after 15 epochs.{note}",
-        "",
-        "| run | seconds to target | each try | test MSE then | speed-up vs seed |",
-        "|---|---:|---|---:|---:|",
-        *rows,
-        "",
-        "What makes the difference: the data set lives in memory, scaled to [0,1] once, and batches are "
-        "sliced from it (no per-item PIL/ToTensor), channels_last activations (about 2x on CPU), fused Adam, a "
-        "learning rate that warms up and decays to 0 on a cosine (the seed's stays at 0.01), and, in the "
-        "first row of each seed, the forward and backward under bfloat16 autocast (`--precision bf16`; "
-        "weights, Adam and the loss stay float32), which CPUs with AVX512-BF16 or AMX and GPUs run natively: "
-        "the float32 row below it is the same recipe without it. One pass at a constant rate ends wherever "
-        "its last steps leave it, so its result depends on the seed much more than with the decay: the rows "
-        "with other seeds show how much.",
-        "",
-        f"![test MSE against wall time](bench/plots/{picture})",
-    ])  # fmt: skip
+    body = "\n".join(
+        [
+            f"## Training: time to test MSE <= {TARGET_MSE} ({args.device}: {device_description(args.device)})",
+            "",
+            "Wall time from process start (imports and data loading included) until the first end-of-epoch "
+            f"test MSE at or under {TARGET_MSE}, the seed's own result after 15 epochs.{note}",
+            "",
+            "| run | seconds to target | each try | test MSE then | speed-up vs seed |",
+            "|---|---:|---|---:|---:|",
+            *rows,
+            "",
+            "What makes the difference: the data set lives in memory, scaled to [0,1] once, and batches are "
+            "sliced from it (no per-item PIL/ToTensor), channels_last activations (about 2x on CPU), fused Adam, a "
+            "learning rate that warms up and decays to 0 on a cosine (the seed's stays at 0.01), and, in the "
+            "first row of each seed, the forward and backward under bfloat16 autocast (`--precision bf16`; "
+            "weights, Adam and the loss stay float32), which CPUs with AVX512-BF16 or AMX and GPUs run natively: "
+            "the float32 row below it is the same recipe without it. One pass at a constant rate ends wherever "
+            "its last steps leave it, so its result depends on the seed much more than with the decay: the rows "
+            "with other seeds show how much.",
+            "",
+            f"![test MSE against wall time](bench/plots/{picture})",
+        ]
+    )
     write_section(f"train-speed-{args.device}", command_line(), body)
 
 

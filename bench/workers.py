@@ -34,16 +34,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         npy, _, _ = batch_bodies(tmp, 256)
-        servers = {name: start_server(tmp / f"{i}.log", env, command=command)
-                   for i, (name, (command, env)) in enumerate(CONFIGS.items())}  # fmt: skip
+        servers = {
+            name: start_server(tmp / f"{i}.log", env, command=command)
+            for i, (name, (command, env)) in enumerate(CONFIGS.items())
+        }
         try:
             for r in range(args.rounds):
                 for name, server in servers.items():
                     url = f"{server.url}/reconstruct"
                     run_wrk(url, PNG, content_type="image/png", connections=64, seconds=1)  # every worker warm
                     one = run_wrk(url, PNG, content_type="image/png", connections=64, seconds=args.seconds)
-                    many = run_wrk(url, npy, content_type="application/x-npy", accept="application/x-npy",
-                                   connections=4, seconds=args.seconds)  # fmt: skip
+                    many = run_wrk(
+                        url,
+                        npy,
+                        content_type="application/x-npy",
+                        accept="application/x-npy",
+                        connections=4,
+                        seconds=args.seconds,
+                    )
                     assert one.non_2xx == many.non_2xx == 0 and one.socket_errors == 0, (name, one, many)
                     single[name].append(one)
                     batched[name].append(many.rps * 256)
@@ -60,19 +68,21 @@ def main() -> None:
         f"{images[name] / images[base]:.2f}x |"
         for name in CONFIGS
     ]
-    body = "\n".join([
-        "## Workers: one server process or two",
-        "",
-        f"Single PNGs to `/reconstruct` over 64 connections, and 256-image `.npy` bodies over 4, {args.seconds:g} s "
-        f"a run, median of {args.rounds} interleaved rounds.",
-        "",
-        "| server | single PNG req/s | vs 1 worker | p99 ms | 256-image requests, images/s | vs 1 worker |",
-        "|---|---:|---:|---:|---:|---:|",
-        *rows,
-        "",
-        "Two workers each have their own event loop, interpreter and GIL: small requests gain from that; "
-        "a big batch's forward pass gets one core instead of two.",
-    ])  # fmt: skip
+    body = "\n".join(
+        [
+            "## Workers: one server process or two",
+            "",
+            f"Single PNGs to `/reconstruct` over 64 connections, and 256-image `.npy` bodies over 4, "
+            f"{args.seconds:g} s a run, median of {args.rounds} interleaved rounds.",
+            "",
+            "| server | single PNG req/s | vs 1 worker | p99 ms | 256-image requests, images/s | vs 1 worker |",
+            "|---|---:|---:|---:|---:|---:|",
+            *rows,
+            "",
+            "Two workers each have their own event loop, interpreter and GIL: small requests gain from that; "
+            "a big batch's forward pass gets one core instead of two.",
+        ]
+    )
     write_section("workers", command_line(), body)
 
 

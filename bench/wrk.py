@@ -38,30 +38,57 @@ def require_wrk() -> str:
 
 
 def run_wrk(
-    url: str, body: Path, *, content_type: str, connections: int, seconds: float, accept: str | None = None,
+    url: str,
+    body: Path,
+    *,
+    content_type: str,
+    connections: int,
+    seconds: float,
+    accept: str | None = None,
     threads: int = 1,
-) -> LoadResult:  # fmt: skip
+) -> LoadResult:
     """POST ``body`` to ``url`` from ``connections`` keep-alive connections for ``seconds``."""
     if not url.startswith(("http://127.0.0.1", "http://[::1]", "http://localhost")):
         raise ValueError(f"load is only ever sent to loopback, not {url}")
     env = {**os.environ, "BODY_FILE": str(body), "CONTENT_TYPE": content_type}
     if accept:
         env["ACCEPT"] = accept
-    cmd = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{math.ceil(seconds)}s", "--timeout", "10s",
-           "-s", str(SCRIPT), url]  # fmt: skip
+    cmd = [
+        require_wrk(),
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{math.ceil(seconds)}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(SCRIPT),
+        url,
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
     line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))
     data = json.loads(line.removeprefix("WRK_JSON "))
     return LoadResult(
-        requests=data["requests"], seconds=data["duration_us"] / 1e6, non_2xx=data["non_2xx"],
-        socket_errors=data["socket_errors"], p50_ms=data["p50_us"] / 1000, p90_ms=data["p90_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000, max_ms=data["max_us"] / 1000,
-    )  # fmt: skip
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        non_2xx=data["non_2xx"],
+        socket_errors=data["socket_errors"],
+        p50_ms=data["p50_us"] / 1000,
+        p90_ms=data["p90_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        max_ms=data["max_us"] / 1000,
+    )
 
 
-def run_wrk_for_requests(url: str, body: Path, *, requests: int, content_type: str, connections: int,
-                         accept: str | None = None,
-                         before_run: Callable[[], object] | None = None) -> LoadResult:  # fmt: skip
+def run_wrk_for_requests(
+    url: str,
+    body: Path,
+    *,
+    requests: int,
+    content_type: str,
+    connections: int,
+    accept: str | None = None,
+    before_run: Callable[[], object] | None = None,
+) -> LoadResult:
     """A run long enough for at least ``requests`` requests, sized from a 2-second probe
     (wrk itself only stops on time). ``before_run`` is called between the probe and the run."""
     probe = run_wrk(url, body, content_type=content_type, connections=connections, seconds=2, accept=accept)

@@ -34,14 +34,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--workers", type=int, default=1,
-                        help="server processes, each with its own model and batcher (one per core or so)")  # fmt: skip
-    parser.add_argument("--graceful-timeout", type=float, default=30.0,
-                        help="seconds to finish accepted requests once shutdown starts")  # fmt: skip
-    parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
-                        help="event loop; auto picks uvloop when installed")  # fmt: skip
-    parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto",
-                        help="HTTP parser; auto picks httptools when installed")  # fmt: skip
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes, each with its own model and batcher (one per core or so)",
+    )
+    parser.add_argument(
+        "--graceful-timeout", type=float, default=30.0, help="seconds to finish accepted requests once shutdown starts"
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="event loop; auto picks uvloop when installed",
+    )
+    parser.add_argument(
+        "--http",
+        choices=["auto", "h11", "httptools"],
+        default="auto",
+        help="HTTP parser; auto picks httptools when installed",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
@@ -58,9 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     options = {
-        "host": args.host, "port": args.port, "log_config": None, "access_log": False, "proxy_headers": False,
-        "timeout_graceful_shutdown": args.graceful_timeout, "loop": args.loop, "http": args.http,
-    }  # fmt: skip
+        "host": args.host,
+        "port": args.port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": args.graceful_timeout,
+        "loop": args.loop,
+        "http": args.http,
+    }
     if args.workers == 1:
         uvicorn.Server(uvicorn.Config(create_app(settings, checkpoint=checkpoint), **options)).run()
         return 0

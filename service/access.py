@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from service.errors import Unauthorized
-from service.state import ServiceState
+
+if TYPE_CHECKING:  # state.py imports check_api_key from here
+    from service.state import ServiceState
 
 # documents the scheme in OpenAPI (Swagger's "Authorize" button); the check is check_api_key
 BEARER = HTTPBearer(auto_error=False, description="the API key, when the service is configured with one")
@@ -33,6 +35,6 @@ def check_api_key(authorization: str | None, api_key: SecretStr | None) -> None:
 async def require_api_key(
     request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
 ) -> None:
-    """The same check as a FastAPI dependency, for /model."""
+    """The same check as a FastAPI dependency, for /model and /admin/reload."""
     state: ServiceState = request.app.state.service
     check_api_key(request.headers.get("authorization"), state.settings.api_key)

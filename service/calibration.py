@@ -1,4 +1,4 @@
-"""What "normal" looks like for a checkpoint, and the anomaly decisions made from it.
+"""What "normal" looks like for a checkpoint: quantiles of the anomaly score on normal images.
 
 Training ends by scoring normal images the model did not train on (the validation split it held
 out) and storing quantiles of their per-image reconstruction MSE in the checkpoint's metadata,
@@ -7,13 +7,7 @@ From those quantiles the service gives every reconstructed image
 
 - its ``percentile``: the share of normal images that scored lower, in 0..100, interpolated
   linearly between the stored quantiles;
-- ``anomaly``: true when that percentile is above ``100 * q``, i.e. the image scores higher than
-  a fraction q of normal images (q = ``MNIST_AE_ANOMALY_QUANTILE``, default 0.99, or the request's
-  ``?anomaly_quantile=``), which flags about ``1 - q`` of normal images by construction; and true
-  as well at percentile 0, an image reconstructed better than every normal one. That is a blank or
-  nearly blank input, which any autoencoder redraws almost perfectly (the shipped model: MSE 6e-10
-  for an all-black image, 4e-4 for the best-drawn 0.1% of digits); on the MNIST test digits it
-  adds 5 in 10,000 to the flag rate.
+- ``anomaly``: decided from that percentile by service/scoring.py.
 
 The metadata is checked as strictly as the weights: malformed calibration refuses the whole
 checkpoint (``from_dict`` raises), while a checkpoint without any is served without decisions.
@@ -30,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-SCORE = "mse"  # per-image mean squared error between the input and its clamped reconstruction, on [0,1]
+from service.scoring import SCORE
+
 # the quantile levels stored overall: every percent, and the tails the thresholds live in
 LEVELS = tuple(sorted({0.0, 0.001, 0.005, *(i / 100 for i in range(1, 100)), 0.995, 0.999, 1.0}))
 SUMMARY_LEVELS = (0.5, 0.9, 0.95, 0.99, 0.999)  # p50 ... p99.9, also stored per digit
@@ -78,8 +73,16 @@ class Calibration:
             for d in digits
         }
         overall = _quantiles(scores, LEVELS)
-        return cls.from_dict({"score": SCORE, "split": split, "images": len(scores), "digits": list(digits),
-                              "quantiles": overall, "per_digit": per_digit})  # fmt: skip
+        return cls.from_dict(
+            {
+                "score": SCORE,
+                "split": split,
+                "images": len(scores),
+                "digits": list(digits),
+                "quantiles": overall,
+                "per_digit": per_digit,
+            }
+        )
 
     @classmethod
     def from_dict(cls, data: Any) -> Calibration:
@@ -116,8 +119,14 @@ class Calibration:
             _levels_and_scores(entry["quantiles"], f"calibration per_digit[{digit}] quantiles")
         if sum(entry["images"] for entry in per_digit.values()) != images:
             raise ValueError("calibration per_digit images do not add up to its images")
-        return cls(levels=levels, scores=scores, images=images, split=data["split"], digits=tuple(sorted(digits)),
-                   per_digit=per_digit)  # fmt: skip
+        return cls(
+            levels=levels,
+            scores=scores,
+            images=images,
+            split=data["split"],
+            digits=tuple(sorted(digits)),
+            per_digit=per_digit,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """What the checkpoint's metadata stores; :meth:`from_dict` reads it back."""
@@ -171,13 +180,6 @@ class Calibration:
         scores, levels = self._points
         fraction: np.ndarray = np.interp(mse, scores, levels, left=0.0, right=1.0)
         return (100.0 * fraction).astype(np.float32)
-
-
-def is_anomaly(percentiles: np.ndarray, quantile: float) -> np.ndarray:
-    """The decision: above ``100 * quantile``, the image scores higher than that share of normal
-    images; at 0, it scores lower than all of them (a blank image)."""
-    percentiles = np.asarray(percentiles)
-    return (percentiles > np.float32(100.0 * quantile)) | (percentiles <= 0)
 
 
 def _count(value: Any, what: str) -> int:

@@ -105,9 +105,13 @@ class _Base:
 
 class AutoencoderClient(_Base):
     def __init__(
-        self, base_url: str = "http://127.0.0.1:8000", *, timeout: float = 30.0, api_key: str | None = None,
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        timeout: float = 30.0,
+        api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(api_key)
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
 
@@ -122,8 +126,11 @@ class AutoencoderClient(_Base):
 
     def reconstruct(self, images: np.ndarray, *, anomaly_quantile: float | None = None) -> Reconstruction:
         """Reconstructions and scores; ``anomaly_quantile`` overrides the server's threshold (0.5..0.999)."""
-        return _reconstruction(self._http.post("/reconstruct", params=_reconstruct_params(anomaly_quantile),
-                                               **self._post_args(_images_body(images))))  # fmt: skip
+        return _reconstruction(
+            self._http.post(
+                "/reconstruct", params=_reconstruct_params(anomaly_quantile), **self._post_args(_images_body(images))
+            )
+        )
 
     def ready(self) -> bool:
         return self._http.get("/readyz").status_code == 200
@@ -144,9 +151,13 @@ class AutoencoderClient(_Base):
 
 class AsyncAutoencoderClient(_Base):
     def __init__(
-        self, base_url: str = "http://127.0.0.1:8000", *, timeout: float = 30.0, api_key: str | None = None,
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        timeout: float = 30.0,
+        api_key: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(api_key)
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
 
@@ -158,8 +169,11 @@ class AsyncAutoencoderClient(_Base):
         return _array(await self._http.post("/decode", **self._post_args(body)))
 
     async def reconstruct(self, images: np.ndarray, *, anomaly_quantile: float | None = None) -> Reconstruction:
-        return _reconstruction(await self._http.post("/reconstruct", params=_reconstruct_params(anomaly_quantile),
-                                                     **self._post_args(_images_body(images))))  # fmt: skip
+        return _reconstruction(
+            await self._http.post(
+                "/reconstruct", params=_reconstruct_params(anomaly_quantile), **self._post_args(_images_body(images))
+            )
+        )
 
     async def ready(self) -> bool:
         return (await self._http.get("/readyz")).status_code == 200

@@ -21,6 +21,7 @@ from torch import nn
 from service.calibration import Calibration
 from service.folding import FoldedDecoder
 from service.model import AutoEncoder
+from service.scoring import percentiles, reconstruction_mse
 
 
 class Op(enum.StrEnum):
@@ -63,17 +64,13 @@ class Predictor:
                 outputs = (latents,)
             else:
                 recon = self._decoder(latents).clamp(0.0, 1.0)  # (N,1,28,28), as AutoEncoder.reconstruct
-                mse = (recon - x).pow(2).flatten(1).mean(dim=1)  # (N,)
+                mse = reconstruction_mse(recon, x)  # (N,)
                 outputs = (recon, mse, latents) if op is Op.ANALYZE else (recon, mse)
         # contiguous NCHW float32 on the CPU: what the codecs and the batcher's row split expect
         arrays = tuple(t.contiguous().cpu().numpy() for t in outputs)
         if op in (Op.RECONSTRUCT, Op.ANALYZE):
-            mse = arrays[1]
-            percentile = (
-                self.calibration.percentiles(mse)
-                if self.calibration is not None
-                else np.full(mse.shape, np.nan, dtype=np.float32)
-            )
+            # here, with the weights that made them: a roll-out swaps the weights and their calibration at once
+            percentile = percentiles(arrays[1], self.calibration)
             arrays = (*arrays[:2], percentile, *arrays[2:])  # (recon, mse, percentile[, latents])
         return arrays
 

@@ -25,21 +25,21 @@ from prometheus_client import start_http_server
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import signals
-from service.access import BEARER, SECURITY_SCHEME_NAME
 from service.batcher import MicroBatcher
 from service.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from service.codecs.oip import HEADER_LENGTH
 from service.device import resolve_device
-from service.endpoints import ENDPOINTS, openapi_paths
-from service.errors import install_error_handlers
+from service.error_responses import install_error_handlers
 from service.inference import Predictor
 from service.logs import configure_logging
 from service.memory import drop_cuda_library_pages, keep_freed_blocks, resident_bytes
 from service.metrics import Metrics
-from service.oip import HEADER_LENGTH
+from service.openapi import add_inference_routes
 from service.request_layer import RequestLayer
 from service.routes import admin, ops, ui, v2
+from service.routes.inference import ROUTES
 from service.settings import Settings, get_settings, unknown_settings
-from service.state import ServiceState, Serving
+from service.state import ServiceState
 from service.wire import ANOMALY_HEADER, MSE_HEADER, PERCENTILE_HEADER, QUANTILE_HEADER, REQUEST_ID_HEADER
 
 log = logging.getLogger("service")
@@ -72,19 +72,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.checkpoint = checkpoint
     device = checkpoint.device
     log.info(
-        "loaded %s (sha256 %s) on %s", checkpoint.path, checkpoint.sha256[:12], device,
+        "loaded %s (sha256 %s) on %s",
+        checkpoint.path,
+        checkpoint.sha256[:12],
+        device,
         extra={"recorded_metrics": checkpoint.metrics},
-    )  # fmt: skip
+    )
     if checkpoint.calibration is None:
-        log.warning("%s has no anomaly calibration: /reconstruct answers MSE without percentile or anomaly; "
-                    "add it with: python -m training.calibrate %s", checkpoint.path, checkpoint.path)  # fmt: skip
+        log.warning(
+            "%s has no anomaly calibration: /reconstruct answers MSE without percentile or anomaly; "
+            "add it with: python -m training.calibrate %s",
+            checkpoint.path,
+            checkpoint.path,
+        )
     predictor = Predictor(checkpoint.model, device, checkpoint.calibration)
     batcher = MicroBatcher(
-        predictor, max_batch_images=settings.max_batch_images, max_wait_s=settings.max_wait_ms / 1000,
-        max_queue_images=settings.max_queue_images, metrics=state.metrics,
-    )  # fmt: skip
+        predictor,
+        max_batch_images=settings.max_batch_images,
+        max_wait_s=settings.max_wait_ms / 1000,
+        max_queue_images=settings.max_queue_images,
+        metrics=state.metrics,
+    )
     batcher.start()
-    state.serving = Serving(batcher=batcher, settings=settings, config=predictor.config)
+    state.batcher = batcher
 
     async def warm_up() -> None:
         seconds = await asyncio.to_thread(predictor.warmup, settings.warmup_batches, settings.max_batch_images)
@@ -131,30 +141,33 @@ class ServiceApp(FastAPI):
         super().__init__(lifespan=lifespan, **kwargs)
         self.state.service = state
         install_error_handlers(self)
-        entry: ASGIApp = RequestLayer(super().__call__, state=state, endpoints=ENDPOINTS)
+        entry: ASGIApp = RequestLayer(super().__call__, state=state, routes=ROUTES)
         if state.settings.cors_origins:
             entry = CORSMiddleware(
-                entry, allow_origins=state.settings.cors_origins, allow_methods=["GET", "POST"],
+                entry,
+                allow_origins=state.settings.cors_origins,
+                allow_methods=["GET", "POST"],
                 allow_headers=["Authorization", "Content-Type", "Accept", REQUEST_ID_HEADER],
-                expose_headers=[REQUEST_ID_HEADER, MSE_HEADER, PERCENTILE_HEADER, ANOMALY_HEADER, QUANTILE_HEADER,
-                                HEADER_LENGTH],
-            )  # fmt: skip
+                expose_headers=[
+                    REQUEST_ID_HEADER,
+                    MSE_HEADER,
+                    PERCENTILE_HEADER,
+                    ANOMALY_HEADER,
+                    QUANTILE_HEADER,
+                    HEADER_LENGTH,
+                ],
+            )
         self._entry = entry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._entry(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
-        """FastAPI's document of its own routes, with the inference endpoints' (service/endpoints.py)."""
+        """FastAPI's document of its own routes, with the inference routes' (service/openapi.py)."""
         if self.openapi_schema is not None:
             return self.openapi_schema
         document = super().openapi()  # cached by FastAPI as self.openapi_schema: completed in place
-        paths, schemas = openapi_paths(ENDPOINTS)
-        document["paths"] = {**paths, **document.get("paths", {})}
-        components = document.setdefault("components", {})
-        components["schemas"] = {**components.get("schemas", {}), **schemas}
-        scheme = BEARER.model.model_dump(mode="json", by_alias=True, exclude_none=True)
-        components.setdefault("securitySchemes", {})[SECURITY_SCHEME_NAME] = scheme
+        add_inference_routes(document, ROUTES.values())
         return document
 
 

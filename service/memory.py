@@ -33,10 +33,28 @@ _MADV_PAGEOUT = 21  # madvise advice, from linux/mman.h (Linux 5.4+)
 # shared libraries that only a GPU uses: torch's own CUDA halves and NVIDIA's libraries, by name
 # (explicit: a bare "libcu" would take libcurl too)
 _CUDA_LIBRARY_PREFIXES = (
-    "libtorch_cuda", "libc10_cuda", "libtorch_nvshmem", "libcuda.", "libcudart", "libcublas", "libcudnn",
-    "libcufft", "libcufile", "libcurand", "libcusolver", "libcusparse", "libcupti", "libnvrtc", "libnvJitLink",
-    "libnvshmem", "libnvToolsExt", "libnvtx", "libnvperf", "libnvblas", "libnccl",
-)  # fmt: skip
+    "libtorch_cuda",
+    "libc10_cuda",
+    "libtorch_nvshmem",
+    "libcuda.",
+    "libcudart",
+    "libcublas",
+    "libcudnn",
+    "libcufft",
+    "libcufile",
+    "libcurand",
+    "libcusolver",
+    "libcusparse",
+    "libcupti",
+    "libnvrtc",
+    "libnvJitLink",
+    "libnvshmem",
+    "libnvToolsExt",
+    "libnvtx",
+    "libnvperf",
+    "libnvblas",
+    "libnccl",
+)
 
 
 def _glibc() -> ctypes.CDLL | None:

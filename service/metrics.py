@@ -59,24 +59,35 @@ class Metrics:
             registry=r,
         )
         self.request_seconds = Histogram(
-            "mnist_ae_http_request_duration_seconds", "Time to answer a request", ["route"], buckets=LATENCY_BUCKETS,
+            "mnist_ae_http_request_duration_seconds",
+            "Time to answer a request",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
             registry=r,
-        )  # fmt: skip
+        )
         self.in_flight = Gauge(
             "mnist_ae_http_requests_in_flight", "Requests being handled now", registry=r, multiprocess_mode="livesum"
         )
         self.batch_images = Histogram(
-            "mnist_ae_batch_size_images", "Images (or latents) per forward pass", ["op"], buckets=BATCH_BUCKETS,
+            "mnist_ae_batch_size_images",
+            "Images (or latents) per forward pass",
+            ["op"],
+            buckets=BATCH_BUCKETS,
             registry=r,
-        )  # fmt: skip
+        )
         self.queue_wait = Histogram(
-            "mnist_ae_queue_wait_seconds", "Per batch: how long its oldest request waited in the queue",
-            buckets=WAIT_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.inference_seconds = Histogram(
-            "mnist_ae_inference_duration_seconds", "Time of one forward pass", ["op"], buckets=LATENCY_BUCKETS,
+            "mnist_ae_queue_wait_seconds",
+            "Per batch: how long its oldest request waited in the queue",
+            buckets=WAIT_BUCKETS,
             registry=r,
-        )  # fmt: skip
+        )
+        self.inference_seconds = Histogram(
+            "mnist_ae_inference_duration_seconds",
+            "Time of one forward pass",
+            ["op"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.images = Counter(
             "mnist_ae_images_processed", "Images or latents run through the model", ["op"], registry=r
         )
@@ -85,17 +96,22 @@ class Metrics:
             "mnist_ae_queue_images", "Images waiting for a forward pass", registry=r, multiprocess_mode="livesum"
         )
         self.ready = Gauge(
-            "mnist_ae_ready", "Server processes whose model is loaded and warm (1 with one process)",
-            registry=r, multiprocess_mode="livesum",
-        )  # fmt: skip
+            "mnist_ae_ready",
+            "Server processes whose model is loaded and warm (1 with one process)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.reconstruction_mse = Histogram(
-            "mnist_ae_reconstruction_mse", "Per image reconstructed: its MSE, the anomaly score", buckets=MSE_BUCKETS,
+            "mnist_ae_reconstruction_mse",
+            "Per image reconstructed: its MSE, the anomaly score",
+            buckets=MSE_BUCKETS,
             registry=r,
-        )  # fmt: skip
+        )
         self.anomalies = Counter(
-            "mnist_ae_anomalies_flagged", "Images /reconstruct flagged as anomalies (at each request's quantile)",
+            "mnist_ae_anomalies_flagged",
+            "Images /reconstruct flagged as anomalies (at each request's quantile)",
             registry=r,
-        )  # fmt: skip
+        )
         self.reloads = Counter(
             "mnist_ae_model_reloads", "Model roll-outs by outcome (loaded, refused)", ["outcome"], registry=r
         )

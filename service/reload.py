@@ -47,17 +47,20 @@ async def reload_model(state: ServiceState, path: Path | None = None) -> ReloadR
     Raises InvalidCheckpoint (the served model stays) or NotReady (nothing served yet, or draining).
     """
     async with state.reload_lock:  # two roll-outs at once would race for the swap
-        serving, current = state.serving, state.checkpoint
-        if serving is None or current is None or state.draining:
+        batcher, current = state.batcher, state.checkpoint
+        if batcher is None or current is None or state.draining:
             raise NotReady(f"the service is {state.status}; retry once it is ready", headers={"retry-after": "1"})
         target = resolve_weights_path(path or state.settings.checkpoint)
         settings = state.settings
         try:
             # the same architecture only: clients' shapes must not change under them
             checkpoint = await asyncio.to_thread(
-                load_checkpoint, target, device=current.device, expected_config=current.config,
+                load_checkpoint,
+                target,
+                device=current.device,
+                expected_config=current.config,
                 allow_seed_format=False,
-            )  # fmt: skip
+            )
         except CheckpointError as exc:
             state.metrics.reloads.labels("refused").inc()
             log.warning("roll-out refused, still serving %s: %s", current.sha256[:12], exc)
@@ -67,9 +70,13 @@ async def reload_model(state: ServiceState, path: Path | None = None) -> ReloadR
         await asyncio.to_thread(predictor.warmup, settings.warmup_batches, settings.max_batch_images)
         warmup_s = time.perf_counter() - started
         # on the event loop, between two batches: a batch in flight finishes on the old model
-        serving.batcher.predictor = predictor
+        batcher.predictor = predictor
         state.checkpoint = checkpoint
         state.metrics.reloads.labels("loaded").inc()
         log.info("rolled out %s (sha256 %s, was %s)", checkpoint.path, checkpoint.sha256[:12], current.sha256[:12])
-        return ReloadResponse(checkpoint=str(checkpoint.path), sha256=checkpoint.sha256,
-                              previous_sha256=current.sha256, warmup_s=round(warmup_s, 3))  # fmt: skip
+        return ReloadResponse(
+            checkpoint=str(checkpoint.path),
+            sha256=checkpoint.sha256,
+            previous_sha256=current.sha256,
+            warmup_s=round(warmup_s, 3),
+        )

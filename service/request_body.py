@@ -22,7 +22,7 @@ from service.codecs.images import decode_image, decode_images
 from service.codecs.multipart import parse_form_data
 from service.codecs.npy import read_npy
 from service.errors import APIError, InvalidInput, MalformedBody, PayloadTooLarge, UnsupportedMediaType
-from service.schemas import ImagesRequest, LatentsRequest
+from service.schemas import ImagesRequest, LatentsRequest, describe_errors
 from service.settings import Settings
 from service.wire import NPY_MEDIA_TYPE
 
@@ -31,7 +31,6 @@ LATENT_CONTENT_TYPES = ("application/json", NPY_MEDIA_TYPE)
 _NPY_TYPES = {NPY_MEDIA_TYPE, "application/npy", "application/octet-stream"}
 _NPY_MAGIC = b"\x93NUMPY"
 _MAX_FORM_FIELDS = 100  # text fields beside the files: a form with more is refused
-_UNION_TAGS = {"base64", "pixels", "batch", "single"}  # tags of service.schemas' unions: not part of a path
 
 ImageDecoder = Callable[..., np.ndarray]  # decode_image with the limits bound: (data, *, what)
 BatchDecoder = Callable[[Iterable[tuple[bytes, str]]], np.ndarray]  # decode_images, the same limits bound
@@ -114,8 +113,9 @@ async def _starlette_multipart_images(body: bytes, content_type: str, limit: int
     async def stream() -> AsyncGenerator[bytes, None]:
         yield body
 
-    parser = MultiPartParser(Headers({"content-type": content_type}), stream(), max_files=limit,
-                             max_fields=_MAX_FORM_FIELDS)  # fmt: skip
+    parser = MultiPartParser(
+        Headers({"content-type": content_type}), stream(), max_files=limit, max_fields=_MAX_FORM_FIELDS
+    )
     try:  # it stops at its limits (the body itself is in memory already, bounded by MAX_BODY_BYTES)
         form = await parser.parse()
     except MultiPartException as exc:
@@ -195,12 +195,7 @@ def _from_validation(exc: ValidationError) -> APIError:
     if any(e["type"] == "json_invalid" for e in errors):
         detail = next(e["msg"] for e in errors if e["type"] == "json_invalid")
         return MalformedBody(f"the body is not valid JSON: {detail}")
-    parts = []
-    for err in errors[:3]:
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"] if p not in _UNION_TAGS)
-        parts.append(f"{where.lstrip('.') or 'body'}: {err['msg']}")
-    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-    return InvalidInput("; ".join(parts) + more)
+    return InvalidInput(describe_errors(errors))
 
 
 def _unsupported(kind: str, accepted: tuple[str, ...]) -> UnsupportedMediaType:

@@ -10,9 +10,10 @@ For every request:
   (by default for errors only: at thousands of requests a second, a line for each success would
   cost 15% of the event loop, and the metrics count them anyway).
 
-A POST to one of the inference paths is then answered here, by its :class:`Endpoint`
-(service/endpoints.py), with errors as the app's exception handlers word them; every other
-request goes on to FastAPI (health, readiness, /model, /metrics, /docs, and the 404s).
+A request to one of the inference paths is then answered here: its query parsed by its route's
+model and handed, with the request and the service's state, to its endpoint function
+(service/routes/inference.py); errors become responses in service/error_responses.py. Every
+other request goes on to FastAPI (health, readiness, /model, /metrics, /v2, /docs, and the 404s).
 """
 
 from __future__ import annotations
@@ -22,23 +23,16 @@ import logging
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 
-from starlette.requests import ClientDisconnect
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.endpoints import Call, Endpoint
-from service.errors import (
-    APIError,
-    PayloadTooLarge,
-    RequestTimeout,
-    api_error_response,
-    client_gone_response,
-    error_response,
-    internal_error_response,
-)
+from service.error_responses import error_response, error_response_for
+from service.errors import PayloadTooLarge, RequestTimeout
 from service.logs import request_id_var
+from service.routes.inference import InferenceRoute
 from service.state import ServiceState
 from service.wire import REQUEST_ID_HEADER
 
@@ -46,39 +40,36 @@ log = logging.getLogger("service.access")
 
 _REQUEST_ID = REQUEST_ID_HEADER.lower().encode()  # ASGI header names are lower-case bytes
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_ENDPOINT_HEADERS = {b"content-type", b"accept", b"authorization"}  # what the inference endpoints read
 _LOG_FROM_STATUS = {"all": 0, "errors": 400, "off": 1000}  # the access_log setting: lowest status logged
 
 
 class RequestLayer:
-    def __init__(self, app: ASGIApp, *, state: ServiceState, endpoints: Sequence[Endpoint]) -> None:
+    def __init__(self, app: ASGIApp, *, state: ServiceState, routes: Mapping[str, InferenceRoute]) -> None:
         self.app = app
         self.state = state
         self.metrics = state.metrics
         self.max_body_bytes = state.settings.max_body_bytes
         self.body_timeout_s = state.settings.body_timeout_s
-        self.endpoints = {endpoint.path: endpoint for endpoint in endpoints}
+        self.routes = routes
         self.log_from_status = _LOG_FROM_STATUS[state.settings.access_log]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming_id, declared, wanted = "", None, {}
+        incoming_id, declared = "", None
         for name, value in scope["headers"]:  # ASGI servers lower-case header names
             if name == _REQUEST_ID:
                 incoming_id = value.decode("latin-1")
             elif name == b"content-length":
                 declared = value.decode("latin-1")
-            elif name in _ENDPOINT_HEADERS:
-                wanted[name] = value.decode("latin-1")
         # ids need to be unique, not secret: no syscall per request as uuid4 would make
         request_id = incoming_id if _SANE_REQUEST_ID.match(incoming_id) else f"{random.getrandbits(128):032x}"
         id_header = (_REQUEST_ID, request_id.encode())
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
-        endpoint = self.endpoints.get(_route_path(scope))
+        route = self.routes.get(_route_path(scope))
         self.metrics.in_flight.inc()
 
         async def send_with_id(message: Message) -> None:
@@ -92,49 +83,45 @@ class RequestLayer:
             refusal = self._refuse_declared_length(declared) if declared is not None else None
             if refusal is not None:
                 await refusal(scope, receive, send_with_id)
-            elif endpoint is None:
+            elif route is None:
                 await self.app(scope, self._limited(receive), send_with_id)
             else:
-                response = await self._serve(endpoint, scope, self._limited(receive), wanted)
+                response = await self._serve(route, scope, self._limited(receive))
                 status = response.status_code
                 # sent as it is, without Response.__call__'s generality (background tasks, HEAD...)
-                await send({"type": "http.response.start", "status": status,
-                            "headers": [*response.raw_headers, id_header]})  # fmt: skip
+                headers = [*response.raw_headers, id_header]
+                await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": response.body})
         finally:
             elapsed = time.perf_counter() - started
-            route = endpoint.path if endpoint else getattr(scope.get("route"), "path", None) or "unmatched"
+            template = route.path if route else getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.in_flight.dec()
-            self.metrics.observe_request(route, scope["method"], status, elapsed)
+            self.metrics.observe_request(template, scope["method"], status, elapsed)
             if status >= self.log_from_status:
                 log.info(
                     "%s %s %d %.1fms",
-                    scope["method"], scope["path"], status, elapsed * 1000,
-                    extra={"method": scope["method"], "path": scope["path"], "status": status,
-                           "duration_ms": round(elapsed * 1000, 3)},
-                )  # fmt: skip
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    elapsed * 1000,
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    },
+                )
             request_id_var.reset(token)
 
-    async def _serve(self, endpoint: Endpoint, scope: Scope, receive: Receive, headers: dict[bytes, str]) -> Response:
-        """The endpoint's answer, or the JSON error the app's exception handlers would give."""
+    async def _serve(self, route: InferenceRoute, scope: Scope, receive: Receive) -> Response:
+        """The endpoint's answer, or the error response for what it raised."""
         if scope["method"] != "POST":
-            return error_response(405, "method_not_allowed", f"{endpoint.path} takes POST", {"allow": "POST"})
+            return error_response(405, "method_not_allowed", f"{route.path} takes POST", {"allow": "POST"})
         try:
-            call = Call(
-                body=await _read_body(receive),
-                content_type=headers.get(b"content-type", ""),
-                accept=headers.get(b"accept"),
-                authorization=headers.get(b"authorization"),
-                query_string=scope["query_string"],
-            )
-            return await endpoint.handle(call, self.state)
-        except APIError as exc:
-            return api_error_response(exc)
-        except ClientDisconnect:
-            return client_gone_response()
-        except Exception:
-            log.exception("unhandled error on POST %s", scope["path"])
-            return internal_error_response()
+            query = route.parse_query(scope["query_string"])
+            return await route.endpoint(Request(scope, receive), query, self.state)
+        except Exception as exc:
+            return error_response_for(exc, f"POST {scope['path']}")
 
     def _refuse_declared_length(self, declared: str) -> Response | None:
         """A response refusing the request outright, if its Content-Length is invalid or over the limit."""
@@ -176,18 +163,6 @@ class RequestLayer:
             return message
 
         return limited_receive
-
-
-async def _read_body(receive: Receive) -> bytes:
-    """The whole request body (``receive`` enforces the limits)."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _route_path(scope: Scope) -> str:

@@ -9,6 +9,7 @@ checked after parsing and are usually lower.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -94,6 +95,19 @@ class LatentsRequest(BaseModel):
         Annotated[LatentBatch, Tag("batch")] | Annotated[Latent, Tag("single")],
         Discriminator(_latent_rank),
     ]
+
+
+_UNION_TAGS = {"base64", "pixels", "batch", "single"}  # the unions' tags above: not part of a path
+
+
+def describe_errors(errors: Sequence[Mapping[str, Any]], prefix: str = "", limit: int = 3) -> str:
+    """pydantic's validation errors in one line: ``images[0][3]: Input should be ...; ...``."""
+    parts = []
+    for err in errors[:limit]:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"] if p not in _UNION_TAGS)
+        parts.append(f"{prefix}{where.lstrip('.') or 'body'}: {err['msg']}")
+    more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
+    return "; ".join(parts) + more
 
 
 # --- responses -------------------------------------------------------------------------------------

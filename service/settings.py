@@ -39,15 +39,17 @@ class Settings(BaseSettings):
     warmup_batches: int = Field(3, ge=0, le=100, description="forward passes run before readiness turns true")
     torch_threads: int = Field(0, ge=0, le=256, description="intra-op threads for the forward pass; 0: torch's default")
     anomaly_quantile: float = Field(
-        DEFAULT_QUANTILE, ge=MIN_QUANTILE, le=MAX_QUANTILE,
+        DEFAULT_QUANTILE,
+        ge=MIN_QUANTILE,
+        le=MAX_QUANTILE,
         description="/reconstruct flags an image as an anomaly when it scores higher than this share of the "
         "normal images the checkpoint was calibrated on (0.99: about 1% of normal digits are flagged)",
-    )  # fmt: skip
+    )
 
     # micro-batching
     max_batch_images: int = Field(256, ge=1, le=65536, description="images gathered into one forward pass")
     # 0: no waiting; under load, batches are what queued during the previous forward pass. On CPU
-    # 0 and 2 ms measured the same within noise (BENCHMARKS.md, "Serving levers"), and 0 adds
+    # 0 and 2 ms measured the same within noise (docs/decisions.md, micro-batching), and 0 adds
     # nothing to latency when the server is quiet; on a GPU, whose passes are short, try 1-2 ms
     max_wait_ms: float = Field(0.0, ge=0, le=1000, description="how long a batch may wait to fill up")
     max_queue_images: int = Field(16384, ge=1, description="images waiting at most; beyond it requests get 503")

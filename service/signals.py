@@ -53,9 +53,12 @@ def remove(loop: asyncio.AbstractEventLoop, installed: list[signal.Signals]) -> 
 
 
 def _drain_first(
-    loop: asyncio.AbstractEventLoop, state: ServiceState, sig: signal.Signals, server_handler: ServerHandler,
+    loop: asyncio.AbstractEventLoop,
+    state: ServiceState,
+    sig: signal.Signals,
+    server_handler: ServerHandler,
     grace_s: float,
-) -> None:  # fmt: skip
+) -> None:
     if state.draining:  # a second signal: stop now
         server_handler(sig, None)
         return

@@ -1,4 +1,5 @@
-"""What the running service holds: settings, metrics, the loaded model and its batcher, and readiness."""
+"""What the running service holds: settings, metrics, the model being served and its batcher, and
+readiness; and the guard every inference call passes first (:meth:`ServiceState.admit`)."""
 
 from __future__ import annotations
 
@@ -6,28 +7,20 @@ import asyncio
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
+from service.access import check_api_key
 from service.batcher import MicroBatcher
 from service.checkpoint import Checkpoint
+from service.errors import NotReady
 from service.metrics import Metrics
-from service.model import ModelConfig
 from service.settings import Settings
-
-
-@dataclass(frozen=True)
-class Serving:
-    """The model side of every inference call, built once when the model is loaded."""
-
-    batcher: MicroBatcher
-    settings: Settings
-    config: ModelConfig
 
 
 @dataclass
 class ServiceState:
     settings: Settings
     metrics: Metrics
-    checkpoint: Checkpoint | None = None
-    serving: Serving | None = None  # set once the model is loaded
+    checkpoint: Checkpoint | None = None  # the one being served; a roll-out replaces it
+    batcher: MicroBatcher | None = None  # set once the model is loaded; it runs the checkpoint's predictor
     ready: bool = False  # loaded and warmed up
     draining: bool = False  # shutting down: finishing accepted requests, taking no new ones
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one roll-out at a time
@@ -38,6 +31,21 @@ class ServiceState:
         if self.draining:
             return "draining"
         return "ready" if self.ready else "loading"
+
+    @property
+    def routable(self) -> bool:
+        """What readiness probes report: warm, and not draining (a draining server still serves,
+        but load balancers should stop sending it requests)."""
+        return self.ready and not self.draining
+
+    def admit(self, authorization: str | None) -> MicroBatcher:
+        """The guard of every front door's inference: 401 without the API key (when one is set),
+        503 until the model is warm; returns the batcher that serves the model. A draining server
+        still admits: its probes already say 503, and requests that arrive meanwhile are served."""
+        check_api_key(authorization, self.settings.api_key)
+        if not self.ready or self.batcher is None:
+            raise NotReady(f"the model is not ready ({self.status}); retry shortly", headers={"retry-after": "1"})
+        return self.batcher
 
     def background(self, work: Coroutine[object, object, None]) -> None:
         """Run ``work`` as a task of its own, kept referenced until it ends (asyncio holds tasks weakly)."""

@@ -84,8 +84,9 @@ def random_model() -> AutoEncoder:
 def tiny_checkpoint(tmp_path: Path, random_model: AutoEncoder) -> Path:
     """A freshly initialised model saved as a real checkpoint (weights + metadata) in tmp_path."""
     path = tmp_path / "ckpt" / "autoencoder.safetensors"
-    save_checkpoint(random_model, path, metrics={"test_mse": 0.5}, training={"note": "test fixture"},
-                    calibration=TINY_CALIBRATION)  # fmt: skip
+    save_checkpoint(
+        random_model, path, metrics={"test_mse": 0.5}, training={"note": "test fixture"}, calibration=TINY_CALIBRATION
+    )
     return path
 
 

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +52,11 @@ def start_server(
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, *command, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=cwd, env={**os.environ, "MNIST_AE_LOG_FORMAT": "json", **env},
-            stdout=log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=cwd,
+            env={**os.environ, "MNIST_AE_LOG_FORMAT": "json", **env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -68,6 +70,15 @@ def start_server(
         time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"server not ready in {timeout_s} s:\n{log_path.read_text()}")
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    """Poll ``condition`` (a look at another process: its log, an endpoint) until it holds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.02)
 
 
 def rss_mb(pid: int) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.anyio
 PNG = image_file(torch.randint(0, 256, (28, 28), dtype=torch.uint8).numpy())
 
 
-def post(**headers: str) -> dict[str, object]:
+def post(**headers: str) -> dict[str, Any]:
     """Keyword arguments for client.post(): one PNG, plus extra headers."""
     return {"content": PNG, "headers": {"content-type": "image/png", **headers}}
 
@@ -47,8 +48,11 @@ async def test_without_a_key_nothing_is_asked(tiny_checkpoint: Path) -> None:
 
 
 async def test_cors_is_off_by_default_and_configurable(tiny_checkpoint: Path) -> None:
-    preflight = {"origin": "https://app.example", "access-control-request-method": "POST",
-                 "access-control-request-headers": "content-type"}  # fmt: skip
+    preflight = {
+        "origin": "https://app.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type",
+    }
     async with in_process(service_settings(tiny_checkpoint)) as (_, client):
         response = await client.options("/reconstruct", headers=preflight)
         assert "access-control-allow-origin" not in response.headers

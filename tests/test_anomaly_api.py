@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -22,10 +23,10 @@ from tests.conftest import TINY_CALIBRATION, image_file, in_process, npy, servic
 pytestmark = pytest.mark.anyio
 
 IMAGES = np.random.default_rng(7).integers(0, 256, (4, 28, 28), dtype=np.uint8)
-NPY = {"content": npy(IMAGES), "headers": {"content-type": "application/x-npy"}}
+NPY: dict[str, Any] = {"content": npy(IMAGES), "headers": {"content-type": "application/x-npy"}}
 
 
-async def scores(client: httpx.AsyncClient, **params: object) -> dict[str, list[object]]:
+async def scores(client: httpx.AsyncClient, **params: object) -> dict[str, Any]:
     response = await client.post("/reconstruct", params=params, **NPY)  # type: ignore[arg-type]
     assert response.status_code == 200, response.text
     body: dict[str, list[object]] = response.json()
@@ -56,12 +57,12 @@ async def test_reconstruct_answers_mse_percentile_and_a_decision(api: httpx.Asyn
 async def test_the_fields_ride_in_headers_for_png_and_npy(api: httpx.AsyncClient) -> None:
     json_body = await scores(api)
     for fmt in ("png", "npy"):
-        response = await api.post("/reconstruct", params={"format": fmt}, **NPY)  # type: ignore[arg-type]
+        response = await api.post("/reconstruct", params={"format": fmt}, **NPY)
         assert response.status_code == 200
         headers = response.headers
         np.testing.assert_allclose([float(v) for v in headers[MSE_HEADER].split(",")], json_body["mse"], rtol=1e-5)
         percentiles = [float(v) for v in headers[PERCENTILE_HEADER].split(",")]
-        np.testing.assert_allclose(percentiles, json_body["percentile"], atol=0.01)  # type: ignore[arg-type]
+        np.testing.assert_allclose(percentiles, json_body["percentile"], atol=0.01)
         assert [v == "true" for v in headers[ANOMALY_HEADER].split(",")] == json_body["anomaly"]
         assert headers[QUANTILE_HEADER] == "0.99"
 
@@ -69,7 +70,7 @@ async def test_the_fields_ride_in_headers_for_png_and_npy(api: httpx.AsyncClient
 async def test_anomaly_quantile_moves_the_threshold(centred_checkpoint: Path) -> None:
     async with in_process(service_settings(centred_checkpoint)) as (app, api):
         first = await scores(api)
-        assert first["percentile"][0] == pytest.approx(75, abs=0.05)  # type: ignore[arg-type]
+        assert first["percentile"][0] == pytest.approx(75, abs=0.05)
         assert first["anomaly"][0] is False  # 75th percentile < the default 0.99
         assert (await scores(api, anomaly_quantile=0.7))["anomaly"][0] is True
         assert (await scores(api, anomaly_quantile=0.8))["anomaly"][0] is False
@@ -90,25 +91,29 @@ async def test_anomaly_quantile_moves_the_threshold(centred_checkpoint: Path) ->
 
 @pytest.mark.parametrize("value", ["0.3", "1", "0.9999", "-1", "nan", "inf", "abc"])
 async def test_a_bad_anomaly_quantile_is_a_clear_422(api: httpx.AsyncClient, value: str) -> None:
-    response = await api.post("/reconstruct", params={"anomaly_quantile": value}, **NPY)  # type: ignore[arg-type]
+    response = await api.post("/reconstruct", params={"anomaly_quantile": value}, **NPY)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "invalid_input"
     assert "anomaly_quantile" in response.json()["error"]["message"]
 
 
 async def test_the_error_map_as_array_and_as_heatmap(api: httpx.AsyncClient) -> None:
-    recon = np.load(io.BytesIO((await api.post("/reconstruct", params={"format": "npy"}, **NPY)).content))  # type: ignore[arg-type]
-    response = await api.post("/reconstruct", params={"format": "npy", "error_map": "true"}, **NPY)  # type: ignore[arg-type]
+    recon = np.load(io.BytesIO((await api.post("/reconstruct", params={"format": "npy"}, **NPY)).content))
+    response = await api.post("/reconstruct", params={"format": "npy", "error_map": "true"}, **NPY)
     errors = np.load(io.BytesIO(response.content))
     x = (IMAGES.astype(np.float32) / 255)[:, None]
     np.testing.assert_allclose(errors, (recon - x) ** 2, atol=1e-6)
     mse = [float(v) for v in response.headers[MSE_HEADER].split(",")]
     np.testing.assert_allclose(errors.reshape(4, -1).mean(axis=1), mse, rtol=1e-4)  # the map averages to the score
-    png = await api.post("/reconstruct", params={"format": "png", "error_map": "true"}, content=image_file(IMAGES[0]),
-                         headers={"content-type": "image/png"})  # fmt: skip
+    png = await api.post(
+        "/reconstruct",
+        params={"format": "png", "error_map": "true"},
+        content=image_file(IMAGES[0]),
+        headers={"content-type": "image/png"},
+    )
     picture = Image.open(io.BytesIO(png.content))
     assert picture.mode == "RGB" and picture.size == (28, 28) and ANOMALY_HEADER in png.headers
-    body = (await api.post("/reconstruct", params={"error_map": "true"}, **NPY)).json()  # type: ignore[arg-type]
+    body = (await api.post("/reconstruct", params={"error_map": "true"}, **NPY)).json()
     np.testing.assert_allclose(np.array(body["data"]), errors, atol=1e-6)
     assert len(body["anomaly"]) == 4
 
@@ -139,9 +144,9 @@ async def test_an_uncalibrated_model_says_so(uncalibrated_checkpoint: Path) -> N
         body = await scores(api)
         assert len(body["mse"]) == 4
         assert body["percentile"] is None and body["anomaly"] is None and body["anomaly_quantile"] is None
-        npy_answer = await api.post("/reconstruct", params={"format": "npy"}, **NPY)  # type: ignore[arg-type]
+        npy_answer = await api.post("/reconstruct", params={"format": "npy"}, **NPY)
         assert MSE_HEADER in npy_answer.headers and ANOMALY_HEADER not in npy_answer.headers
-        refused = await api.post("/reconstruct", params={"anomaly_quantile": "0.9"}, **NPY)  # type: ignore[arg-type]
+        refused = await api.post("/reconstruct", params={"anomaly_quantile": "0.9"}, **NPY)
         assert refused.status_code == 422 and "no calibration" in refused.json()["error"]["message"]
         assert "training.calibrate" in refused.json()["error"]["message"]
         assert (await api.get("/model")).json()["calibration"] is None
@@ -159,13 +164,14 @@ async def test_a_one_class_model_serves_like_any_other(tmp_path: Path) -> None:
         info = (await api.get("/model")).json()
         assert info["latent_shape"] == [8, 1, 1] and info["calibration"]["normal_digits"] == [3]
         assert set(info["calibration"]["per_digit"]) == {"3"}
-        codes = np.load(io.BytesIO((await api.post("/encode", params={"format": "npy"}, **NPY)).content))  # type: ignore[arg-type]
+        codes = np.load(io.BytesIO((await api.post("/encode", params={"format": "npy"}, **NPY)).content))
         assert codes.shape == (4, 8, 1, 1)
-        decoded = await api.post("/decode", params={"format": "npy"}, content=npy(codes),
-                                 headers={"content-type": "application/x-npy"})  # fmt: skip
-        recon = np.load(io.BytesIO((await api.post("/reconstruct", params={"format": "npy"}, **NPY)).content))  # type: ignore[arg-type]
+        decoded = await api.post(
+            "/decode", params={"format": "npy"}, content=npy(codes), headers={"content-type": "application/x-npy"}
+        )
+        recon = np.load(io.BytesIO((await api.post("/reconstruct", params={"format": "npy"}, **NPY)).content))
         np.testing.assert_allclose(np.load(io.BytesIO(decoded.content)), recon, atol=1e-6)
         body = await scores(api)
         assert len(body["anomaly"]) == 4 and body["anomaly_quantile"] == 0.99
-        png = await api.post("/encode", params={"format": "png"}, **NPY)  # type: ignore[arg-type]
+        png = await api.post("/encode", params={"format": "png"}, **NPY)
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"

@@ -7,6 +7,7 @@ import base64
 import io
 import logging
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -27,7 +28,7 @@ DIGITS = RNG.integers(0, 256, (3, 28, 28), dtype=np.uint8)  # exactly representa
 def expected(checkpoint: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the model itself says for (N,28,28) uint8 images: latents, reconstructions, MSE."""
     ckpt = load_checkpoint(checkpoint)
-    predictor = Predictor(ckpt.model, ckpt.model.en[0].weight.device)
+    predictor = Predictor(ckpt.model, ckpt.device)
     x = images.astype(np.float32) / 255
     (latents,) = predictor.run(Op.ENCODE, x)
     recon, mse, _ = predictor.run(Op.RECONSTRUCT, x)
@@ -122,7 +123,7 @@ async def test_resize_parameter(api: httpx.AsyncClient) -> None:
         ({}, "application/json"),
     ],
 )
-async def test_output_format_by_parameter_or_accept(api: httpx.AsyncClient, how: dict, media: str) -> None:
+async def test_output_format_by_parameter_or_accept(api: httpx.AsyncClient, how: dict[str, Any], media: str) -> None:
     body = {"content": npy(DIGITS), "headers": {"content-type": "application/x-npy", **how.get("headers", {})}}
     response = await api.post("/reconstruct", params=how.get("params"), **body)  # type: ignore[arg-type]
     assert response.status_code == 200
@@ -135,26 +136,29 @@ async def test_output_format_by_parameter_or_accept(api: httpx.AsyncClient, how:
 
 
 async def test_png_outputs_one_image_as_itself(api: httpx.AsyncClient) -> None:
-    response = await api.post("/reconstruct", params={"format": "png"}, content=image_file(DIGITS[0]),
-                              headers={"content-type": "image/png"})  # fmt: skip
+    response = await api.post(
+        "/reconstruct", params={"format": "png"}, content=image_file(DIGITS[0]), headers={"content-type": "image/png"}
+    )
     assert Image.open(io.BytesIO(response.content)).size == (28, 28)
-    latents = await api.post("/encode", params={"format": "png"}, content=image_file(DIGITS[0]),
-                             headers={"content-type": "image/png"})  # fmt: skip
+    latents = await api.post(
+        "/encode", params={"format": "png"}, content=image_file(DIGITS[0]), headers={"content-type": "image/png"}
+    )
     assert Image.open(io.BytesIO(latents.content)).size == (31, 31)  # 4x4 channels of 7x7, 1px apart
 
 
 async def test_decode_takes_json_or_npy_single_or_batch(api: httpx.AsyncClient, tiny_checkpoint: Path) -> None:
     latents, _, _ = expected(tiny_checkpoint, DIGITS)
     ckpt = load_checkpoint(tiny_checkpoint)
-    predictor = Predictor(ckpt.model, ckpt.model.en[0].weight.device)
+    predictor = Predictor(ckpt.model, ckpt.device)
     (want,) = predictor.run(Op.DECODE, latents)
     as_json = await api.post("/decode", json={"latents": latents.tolist()})
     assert as_json.status_code == 200, as_json.text
     np.testing.assert_allclose(np.array(as_json.json()["data"], np.float32), want, atol=1e-6)
     single = await api.post("/decode", json={"latents": latents[0].tolist()})
     assert single.json()["shape"] == [1, 1, 28, 28]
-    as_npy = await api.post("/decode", params={"format": "npy"}, content=npy(latents),
-                            headers={"content-type": "application/x-npy"})  # fmt: skip
+    as_npy = await api.post(
+        "/decode", params={"format": "npy"}, content=npy(latents), headers={"content-type": "application/x-npy"}
+    )
     decoded = np.load(io.BytesIO(as_npy.content))
     np.testing.assert_allclose(decoded, want, atol=1e-6)
     assert decoded.min() >= 0 and decoded.max() <= 1
@@ -218,8 +222,13 @@ async def test_metrics_count_requests_batches_and_images(api: httpx.AsyncClient)
     assert 'mnist_ae_http_request_duration_seconds_bucket{le="+Inf",route="/reconstruct"} 1.0' in text
     assert "mnist_ae_ready 1.0" in text
     # the process and the interpreter, as Prometheus' own client reports them by default
-    for family in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_start_time_seconds",
-                   "python_info", "python_gc_collections_total"):  # fmt: skip
+    for family in (
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_start_time_seconds",
+        "python_info",
+        "python_gc_collections_total",
+    ):
         assert f"\n{family}" in text, family
 
 
@@ -315,9 +324,9 @@ async def test_documented_query_parameters_are_the_ones_served(api: httpx.AsyncC
             }.get(schema["type"], [])
             assert values, parameter
             for value in values:
-                response = await api.post(path, params={parameter["name"]: value}, **request)  # type: ignore[arg-type]
+                response = await api.post(path, params={parameter["name"]: value}, **request)
                 assert response.status_code == 200, (path, parameter["name"], value, response.text)
-            refused = await api.post(path, params={parameter["name"]: "bogus"}, **request)  # type: ignore[arg-type]
+            refused = await api.post(path, params={parameter["name"]: "bogus"}, **request)
             assert refused.status_code == 422 and parameter["name"] in refused.json()["error"]["message"]
 
 
@@ -337,8 +346,9 @@ async def test_the_access_log_setting(tiny_checkpoint: Path, setting: str, logge
         await wait_until_ready(app)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            assert (await client.post("/reconstruct", content=image_file(DIGITS[0]),
-                                      headers={"content-type": "image/png"})).status_code == 200  # fmt: skip
+            assert (
+                await client.post("/reconstruct", content=image_file(DIGITS[0]), headers={"content-type": "image/png"})
+            ).status_code == 200
             assert (await client.get("/nope")).status_code == 404
     access.removeHandler(keep)
     assert {record.status for record in records} == logged  # type: ignore[attr-defined]

@@ -27,8 +27,10 @@ class RecordingPredictor:
         self.delay_s = delay_s
         self.gate = threading.Event()
         self.gate.set()
+        self.running = threading.Event()  # set once a forward pass has begun
 
     def run(self, op: Op, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        self.running.set()
         self.gate.wait(5)
         time.sleep(self.delay_s)
         self.batches.append((op, [float(v) for v in batch[:, 0, 0]]))
@@ -127,10 +129,10 @@ async def test_a_cancelled_request_is_dropped_from_its_batch() -> None:
     batcher = make(predictor, max_batch_images=1)
     predictor.gate.clear()  # hold the first forward pass
     first = asyncio.create_task(batcher.submit(Op.ENCODE, images(1)))
-    await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(predictor.running.wait, 5), "the first forward pass is running"
     gone = asyncio.create_task(batcher.submit(Op.ENCODE, images(2)))
     kept = asyncio.create_task(batcher.submit(Op.ENCODE, images(3)))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one turn of the loop: both are queued behind the running pass
     gone.cancel()  # its client disconnected while it was queued
     predictor.gate.set()
     await first
@@ -144,7 +146,7 @@ async def test_a_full_queue_answers_503_at_once() -> None:
     batcher = make(predictor, max_batch_images=1, max_queue_images=3)
     predictor.gate.clear()
     held = [asyncio.create_task(batcher.submit(Op.ENCODE, images(i))) for i in range(3)]
-    await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(predictor.running.wait, 5)  # one is running, two are queued
     with pytest.raises(Overloaded, match="limit 3") as info:
         await batcher.submit(Op.ENCODE, images(9, 2))
     assert info.value.status_code == 503 and info.value.headers == {"retry-after": "1"}
@@ -188,8 +190,8 @@ async def test_a_batch_waits_for_requests_still_being_decoded() -> None:
     slow = asyncio.create_task(slow_request())
     await decoding.wait()
     fast = asyncio.create_task(batcher.submit(Op.ENCODE, images(1)))
-    await asyncio.sleep(0.05)
-    assert predictor.batches == [], "the queued request waits while another is on its way"
+    await asyncio.sleep(0.05)  # a window in which nothing may happen: no event marks a pass that does not start
+    assert not predictor.running.is_set(), "the queued request waits while another is on its way"
     done_decoding.set()
     await asyncio.wait_for(asyncio.gather(slow, fast), timeout=10)
     assert [rows for _, rows in predictor.batches] == [[1.0, 2.0]], "both went in one forward pass"

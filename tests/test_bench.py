@@ -42,8 +42,9 @@ def run_bench(results: Path, *args: str, timeout_s: float = 300) -> str:
     there. This checkout's BENCHMARKS.md and plots must stay untouched."""
     before = checkout_results()
     env = {**os.environ, "BENCH_RESULTS": str(results), "MPLBACKEND": "Agg"}
-    done = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout_s)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert checkout_results() == before, "a benchmark wrote into the checkout, not BENCH_RESULTS"
     return (results / "BENCHMARKS.md").read_text()
@@ -109,8 +110,9 @@ def test_device_collect_copies_a_runs_sections_and_plots(tmp_path: Path) -> None
 
 def test_the_peer_style_baseline_reconstructs_like_the_service(tmp_path: Path, test_digits: np.ndarray) -> None:
     """(b) of the serving benchmark is a fair comparison: same weights, same reconstruction."""
-    peer = start_server(tmp_path / "peer.log", {}, command=("-m", "uvicorn", "bench.naive_service:app"),
-                        ready_path="/healthz")  # fmt: skip
+    peer = start_server(
+        tmp_path / "peer.log", {}, command=("-m", "uvicorn", "bench.naive_service:app"), ready_path="/healthz"
+    )
     try:
         response = httpx.post(f"{peer.url}/reconstruct", content=image_file(test_digits[0]))
     finally:
@@ -164,3 +166,19 @@ def test_the_memory_benchmark_runs(tmp_path: Path) -> None:
 def test_the_workers_benchmark_runs(tmp_path: Path) -> None:
     body = section(run_bench(tmp_path, "bench.workers", "--rounds", "1", "--seconds", "1"), "workers")
     assert "Reproduce: `python -m bench.workers --rounds 1 --seconds 1`" in body and "2 workers" in body
+
+
+@needs_wrk
+def test_compare_runs_another_revision_side_by_side() -> None:
+    """bench.compare against HEAD: the same code answers every example byte for byte."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.compare", "HEAD", "--rounds", "1", "--seconds", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    counts = re.search(r"identical answers: (\d+) of (\d+)", done.stdout)
+    assert counts is not None and counts.group(1) == counts.group(2) and int(counts.group(2)) > 20, done.stdout
+    assert re.search(r"\| single PNG, 64 connections \(req/s\) \| [\d,]+ \| [\d,]+ \| [\d.]+x \|", done.stdout)

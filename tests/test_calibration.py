@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.calibration import LEVELS, SUMMARY_LEVELS, Calibration, is_anomaly
+from service.calibration import LEVELS, SUMMARY_LEVELS, Calibration
 from service.checkpoint import CheckpointError, load_checkpoint, metadata_path_for
+from service.scoring import is_anomaly
 
 RNG = np.random.default_rng(0)
 NORMAL = RNG.lognormal(mean=-6.0, sigma=0.4, size=5000).astype(np.float32)  # like the shipped model's MSEs
@@ -98,9 +99,23 @@ def _broken(change: str) -> Any:
     return data
 
 
-BROKEN = ["decreasing", "nan", "negative", "level out of range", "level not a number", "no p99.9", "score is a string",
-          "other score", "unknown split", "digit 12", "per-digit missing", "per-digit decreasing", "counts disagree",
-          "missing key", "not an object"]  # fmt: skip
+BROKEN = [
+    "decreasing",
+    "nan",
+    "negative",
+    "level out of range",
+    "level not a number",
+    "no p99.9",
+    "score is a string",
+    "other score",
+    "unknown split",
+    "digit 12",
+    "per-digit missing",
+    "per-digit decreasing",
+    "counts disagree",
+    "missing key",
+    "not an object",
+]
 
 
 @pytest.mark.parametrize("change", BROKEN)

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 from service.codecs.arrays import LATENT_ABS_LIMIT, images_from_array, latents_from_array
 from service.errors import InvalidInput, PayloadTooLarge
 
-KW = {"size": 28, "resize": False, "max_images": 8}
+KW: dict[str, Any] = {"size": 28, "resize": False, "max_images": 8}
 
 
 @pytest.mark.parametrize("shape", [(28, 28), (3, 28, 28), (3, 1, 28, 28)])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from service.codecs.images import (
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from tests.conftest import png_declaring
 
-LIMITS = {"size": 28, "max_pixels": 1_000_000, "resize": False, "what": "img"}
+LIMITS: dict[str, Any] = {"size": 28, "max_pixels": 1_000_000, "resize": False, "what": "img"}
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
@@ -46,12 +47,12 @@ def test_unit_float_scales_uint8_and_passes_floats_through() -> None:
     assert unit_float(floats) is floats
 
 
-needs_pyspng = pytest.mark.skipif(images.pyspng is None, reason="pyspng is not installed here")
+needs_pyspng = pytest.mark.skipif(images.pyspng is None, reason="pyspng is not installed here")  # type: ignore[attr-defined]
 
 
 @needs_pyspng
 @pytest.mark.parametrize("options", [{}, {"optimize": True}, {"compress_level": 0}, {"compress_level": 9}])
-def test_the_libspng_path_gives_pillows_floats_bit_for_bit(options: dict[str, object]) -> None:
+def test_the_libspng_path_gives_pillows_floats_bit_for_bit(options: dict[str, Any]) -> None:
     for seed in range(20):
         pixels = digit(seed)
         pixels[: seed % 28] = 0  # runs of zeros: the encoder picks different row filters
@@ -94,7 +95,7 @@ def test_a_batch_decodes_as_its_images_one_by_one() -> None:
         encode(Image.fromarray(digit(4))),
     ]
     limits = {k: v for k, v in LIMITS.items() if k != "what"}
-    batch = decode_images(((data, f"file {i}") for i, data in enumerate(mixed)), **limits)  # type: ignore[arg-type]
+    batch = decode_images(((data, f"file {i}") for i, data in enumerate(mixed)), **limits)
     assert batch.dtype == np.float32 and batch.shape == (6, 28, 28)
     for row, data in zip(batch, mixed, strict=True):
         np.testing.assert_array_equal(row, decode_image(data, **LIMITS))
@@ -104,10 +105,10 @@ def test_a_batch_stops_at_its_first_bad_image_and_names_it() -> None:
     good = encode(Image.fromarray(digit()))
     limits = {k: v for k, v in LIMITS.items() if k != "what"}
     with pytest.raises(InvalidInput, match=r"^file 1: empty image"):
-        decode_images([(good, "file 0"), (b"", "file 1"), (b"junk", "file 2")], **limits)  # type: ignore[arg-type]
+        decode_images([(good, "file 0"), (b"", "file 1"), (b"junk", "file 2")], **limits)
     with pytest.raises(UnsupportedMediaType, match="file 2"):
-        decode_images([(good, "file 0"), (good, "file 1"), (b"junk", "file 2")], **limits)  # type: ignore[arg-type]
-    assert decode_images([], **limits).shape == (0, 28, 28)  # type: ignore[arg-type]
+        decode_images([(good, "file 0"), (good, "file 1"), (b"junk", "file 2")], **limits)
+    assert decode_images([], **limits).shape == (0, 28, 28)
 
 
 def test_rgb_becomes_luminance() -> None:

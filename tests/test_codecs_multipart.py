@@ -20,8 +20,13 @@ Parts = list[tuple[str, str | None, bytes | str]]  # files' bytes; fields' text,
 
 def starlette_parts(body: bytes, content_type: str) -> Parts | None:
     """What Starlette's form parser makes of ``body``: (name, filename or None, bytes); None if it refuses."""
-    scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"",
-             "headers": [(b"content-type", content_type.encode("latin-1"))]}  # fmt: skip
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "query_string": b"",
+        "headers": [(b"content-type", content_type.encode("latin-1"))],
+    }
 
     async def receive() -> dict[str, object]:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -69,10 +74,13 @@ PNGISH = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 3 + b"\r\n--not-the-boundary
 
 def test_an_httpx_form_of_files_and_fields_parses_as_starlette_does() -> None:
     body, content_type = httpx_form(
-        [("file", ("seven.png", PNGISH, "image/png")), ("file", ("zwei-ü.png", b"", "image/png")),
-         ("other", ("x", b"\r\n\r\n", "application/octet-stream"))],
+        [
+            ("file", ("seven.png", PNGISH, "image/png")),
+            ("file", ("zwei-ü.png", b"", "image/png")),
+            ("other", ("x", b"\r\n\r\n", "application/octet-stream")),
+        ],
         data={"note": "hello", "empty": ""},
-    )  # fmt: skip
+    )
     expected = starlette_parts(body, content_type)
     assert expected is not None and ours(body, content_type) == expected
     assert [name for name, _, _ in expected] == ["note", "empty", "file", "file", "other"]
@@ -131,15 +139,34 @@ def test_plain_forms_parse_as_starlette_does(body: bytes, content_type: str) -> 
         (CURL, "multipart/form-data"),  # no boundary
         (CURL, "multipart/mixed; boundary=------------------------d74496d66958873e"),
         (CURL[:-4], CURL_TYPE),  # unterminated
-        (CURL.replace(b"d74496d66958873e\r\nContent-Disposition: form-data; name=field", b"d74496d66958873e  \r\n"
-                      b"Content-Disposition: form-data; name=field"), CURL_TYPE),  # transport padding
-        (CURL.replace(b'Content-Disposition: form-data; name=field\r\n\r\n', b"\r\n"), CURL_TYPE),  # no headers
+        (
+            CURL.replace(
+                b"d74496d66958873e\r\nContent-Disposition: form-data; name=field",
+                b"d74496d66958873e  \r\nContent-Disposition: form-data; name=field",
+            ),
+            CURL_TYPE,
+        ),  # transport padding
+        (CURL.replace(b"Content-Disposition: form-data; name=field\r\n\r\n", b"\r\n"), CURL_TYPE),  # no headers
         (b"", CURL_TYPE),
     ],
-    ids=["preamble", "bare LF", "folded header", "transfer encoding", "RFC 2231 filename", "escaped quote",
-         "no name", "repeated parameter", "latin-1 charset", "no boundary", "not form-data", "unterminated",
-         "transport padding", "part without headers", "empty"],
-)  # fmt: skip
+    ids=[
+        "preamble",
+        "bare LF",
+        "folded header",
+        "transfer encoding",
+        "RFC 2231 filename",
+        "escaped quote",
+        "no name",
+        "repeated parameter",
+        "latin-1 charset",
+        "no boundary",
+        "not form-data",
+        "unterminated",
+        "transport padding",
+        "part without headers",
+        "empty",
+    ],
+)
 def test_anything_unusual_is_left_to_starlette(body: bytes, content_type: str) -> None:
     assert parse_form_data(body, content_type) is None
 

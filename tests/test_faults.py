@@ -7,6 +7,7 @@ import io
 import json
 import signal
 import socket
+import threading
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,7 @@ from service.fileio import sha256_hex
 from service.inference import Op, Predictor
 from service.model import AutoEncoder, ModelConfig
 from tests.conftest import SHIPPED_WEIGHTS, image_file, in_process, npy, service_settings
-from tests.harness import LiveServer, start_server
+from tests.harness import start_server, wait_until
 
 POISON = 0.123  # a batch holding an image whose first pixel is exactly this makes the model "fail"
 NPY = {"content-type": "application/x-npy", "accept": "application/x-npy"}
@@ -78,7 +79,7 @@ async def test_everyone_in_the_failing_batch_gets_500_then_the_server_recovers(t
 async def test_a_slow_drip_body_times_out(tiny_checkpoint: Path) -> None:
     async with in_process(service_settings(tiny_checkpoint, body_timeout_s=0.3)) as (_, client):
 
-        async def drip():  # type: ignore[no-untyped-def]
+        async def drip():
             yield b"\x93NUMPY"
             await asyncio.sleep(2)
             yield b"never mind"
@@ -113,29 +114,46 @@ def test_a_slow_drip_over_a_real_socket_times_out(tmp_path: Path) -> None:
         server.process.kill()
 
 
-@pytest.mark.integration
+@pytest.fixture
+def gated_predictor(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """(running, gate): every forward pass sets ``running``, then waits for ``gate``."""
+    running, gate = threading.Event(), threading.Event()
+    gate.set()
+    real_run = Predictor.run
+
+    def run(self: Predictor, op: Op, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        running.set()
+        assert gate.wait(10), "the test never opened the gate"
+        return real_run(self, op, batch)
+
+    monkeypatch.setattr(Predictor, "run", run)
+    return running, gate
+
+
 @pytest.mark.anyio
 async def test_clients_that_disconnect_mid_batch_do_not_hurt_the_others(
-    live_server: LiveServer, test_digits: np.ndarray
+    tiny_checkpoint: Path, gated_predictor: tuple[threading.Event, threading.Event]
 ) -> None:
-    batch = npy(np.resize(test_digits, (256, 28, 28)))
-    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as keep:
-        reference = np.load(io.BytesIO((await keep.post("/reconstruct", content=batch, headers=NPY)).content))
-
-        async def doomed() -> None:
-            async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as client:
-                await client.post("/reconstruct", content=batch, headers=NPY)
-
-        quitters = [asyncio.create_task(doomed()) for _ in range(12)]
-        stayers = [asyncio.create_task(keep.post("/reconstruct", content=batch, headers=NPY)) for _ in range(6)]
-        await asyncio.sleep(0.05)
+    running, gate = gated_predictor
+    batch = npy(np.random.default_rng(3).integers(0, 256, (64, 28, 28), dtype=np.uint8))
+    # one request per forward pass: the first runs while the others queue behind it
+    async with in_process(service_settings(tiny_checkpoint, max_batch_images=64)) as (_, client):
+        reference = np.load(io.BytesIO((await client.post("/reconstruct", content=batch, headers=NPY)).content))
+        gate.clear()
+        running.clear()
+        quitters = [asyncio.create_task(client.post("/reconstruct", content=batch, headers=NPY)) for _ in range(4)]
+        stayers = [asyncio.create_task(client.post("/reconstruct", content=batch, headers=NPY)) for _ in range(4)]
+        assert await asyncio.to_thread(running.wait, 10), "the first quitter's forward pass is running"
         for task in quitters:
-            task.cancel()  # closes their connections while their batches are queued or running
+            task.cancel()  # their clients go away: the first mid-batch, the others while queued
+        gate.set()
         for response in await asyncio.gather(*stayers):
             assert response.status_code == 200
             np.testing.assert_allclose(np.load(io.BytesIO(response.content)), reference, atol=1e-6)
         await asyncio.gather(*quitters, return_exceptions=True)
-        assert (await keep.get("/readyz")).status_code == 200
+        assert all(task.cancelled() for task in quitters)
+        after = await client.post("/reconstruct", content=batch, headers=NPY)
+        assert after.status_code == 200, "the batcher goes on"
 
 
 @pytest.mark.integration
@@ -146,7 +164,12 @@ async def test_sigterm_under_load_drains_then_stops(tmp_path: Path, test_digits:
     )
     statuses: list[int] = []
     refused = 0
-    stop = asyncio.Event()
+    stop, answered = asyncio.Event(), asyncio.Event()
+
+    async def until_answered(count: int) -> None:
+        while len(statuses) < count:
+            answered.clear()
+            await answered.wait()
 
     async def client_loop(i: int) -> None:
         nonlocal refused
@@ -160,12 +183,18 @@ async def test_sigterm_under_load_drains_then_stops(tmp_path: Path, test_digits:
                     await asyncio.sleep(0.05)
                     continue
                 statuses.append(response.status_code)
+                answered.set()
 
     clients = [asyncio.create_task(client_loop(i)) for i in range(16)]
-    await asyncio.sleep(1.0)
-    served_before = len(statuses)
+    await until_answered(64)  # under load
     server.process.send_signal(signal.SIGTERM)
-    await asyncio.sleep(0.3)
+
+    def drain_began() -> bool:
+        return any("/readyz says 503" in line for line in server.log_lines())
+
+    await asyncio.to_thread(wait_until, drain_began, "the drain began")
+    served_before = len(statuses)
+    await until_answered(served_before + 16)  # served during the grace period
     async with httpx.AsyncClient(base_url=server.url, timeout=5) as probe:
         draining = await probe.get("/readyz")
     assert draining.status_code == 503 and "draining" in draining.json()["error"]["message"]

@@ -24,10 +24,15 @@ def test_folded_conv_equals_upsample_then_conv(kernel_size: int, memory_format: 
 
 @pytest.mark.parametrize(
     "conv",
-    [nn.Conv2d(2, 2, 3, padding=0), nn.Conv2d(2, 2, 3, padding=1, stride=2), nn.Conv2d(2, 2, 4, padding=2),
-     nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), nn.Conv2d(2, 2, 3, padding=1, groups=2)],
+    [
+        nn.Conv2d(2, 2, 3, padding=0),
+        nn.Conv2d(2, 2, 3, padding=1, stride=2),
+        nn.Conv2d(2, 2, 4, padding=2),
+        nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"),
+        nn.Conv2d(2, 2, 3, padding=1, groups=2),
+    ],
     ids=["no-padding", "stride-2", "even-kernel", "reflect-padding", "grouped"],
-)  # fmt: skip
+)
 def test_convs_that_do_not_fold_are_refused(conv: nn.Conv2d) -> None:
     with pytest.raises(ValueError, match="cannot fold"):
         UpsampledConv(conv)

@@ -86,9 +86,26 @@ def test_training_on_the_device_writes_a_checkpoint_that_serves(
     mnist_dir: Path, tmp_path: Path, precision: str
 ) -> None:
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "training", "--device", DEVICE, "--epochs", "1", "--limit", "4000",
-               "--lr", "0.01", "--precision", precision, "--data-dir", str(mnist_dir), "--out", str(out),
-               "--no-progress"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "training",
+        "--device",
+        DEVICE,
+        "--epochs",
+        "1",
+        "--limit",
+        "4000",
+        "--lr",
+        "0.01",
+        "--precision",
+        precision,
+        "--data-dir",
+        str(mnist_dir),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     meta = json.loads((out / "autoencoder.json").read_text())
@@ -107,8 +124,12 @@ def test_a_live_server_on_the_device_answers_as_the_cpu_model(tmp_path: Path) ->
         model = httpx.get(f"{server.url}/model", timeout=10).json()
         assert model["device"].startswith(DEVICE.split(":")[0])
         images = (batch_of_digits(300) * 255).round().astype(np.uint8)  # over one batch of 256
-        response = httpx.post(f"{server.url}/reconstruct", content=npy(images), timeout=30,
-                              headers={"content-type": "application/x-npy", "accept": "application/x-npy"})  # fmt: skip
+        response = httpx.post(
+            f"{server.url}/reconstruct",
+            content=npy(images),
+            timeout=30,
+            headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
+        )
         assert response.status_code == 200, response.text
         recon = np.load(io.BytesIO(response.content))
         expected, *_ = Predictor(load_checkpoint(SHIPPED_WEIGHTS).model, torch.device("cpu")).run(

@@ -21,7 +21,7 @@ CLIENTS = 32
 REQUESTS_PER_CLIENT = 24
 
 
-async def test_mixed_concurrent_load(live_server: LiveServer, mnist_test) -> None:  # type: ignore[no-untyped-def]
+async def test_mixed_concurrent_load(live_server: LiveServer, mnist_test) -> None:
     digits = mnist_test.images[: CLIENTS * 4].numpy()
     model = load_checkpoint(SHIPPED_WEIGHTS).model
     with torch.inference_mode():

@@ -22,10 +22,17 @@ def test_a_few_hundred_steps_lower_the_loss(mnist_test: MnistSplit, precision: s
     for epoch in range(5):  # 5 x 64 = 320 steps of 32 images
         losses.append(
             train_one_epoch(
-                model, opt, images, batch_size=32, device=torch.device("cpu"), precision=precision,
-                generator=torch.Generator().manual_seed(epoch), lr_for_step=lambda s: 3e-3, first_step=epoch * 64,
+                model,
+                opt,
+                images,
+                batch_size=32,
+                device=torch.device("cpu"),
+                precision=precision,
+                generator=torch.Generator().manual_seed(epoch),
+                lr_for_step=lambda s: 3e-3,
+                first_step=epoch * 64,
             )
-        )  # fmt: skip
+        )
     assert losses[-1] < 0.5 * losses[0], losses
     assert losses[-1] < 0.03  # far below the ~0.1 of a constant image
     # under autocast only the activations are bfloat16: the weights Adam updates stay float32
@@ -35,14 +42,20 @@ def test_a_few_hundred_steps_lower_the_loss(mnist_test: MnistSplit, precision: s
 def test_non_finite_loss_stops_training() -> None:
     model = AutoEncoder()
     with torch.no_grad():
-        model.en[0].weight[0, 0, 0, 0] = float("nan")
+        model.en[0].weight[0, 0, 0, 0] = float("nan")  # type: ignore[operator]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     images = torch.rand(64, 1, 28, 28)
     with pytest.raises(TrainingDiverged, match=r"loss became nan.*lower --lr"):
         train_one_epoch(
-            model, opt, images, batch_size=32, device=torch.device("cpu"), generator=torch.Generator(),
-            lr_for_step=lambda s: 1e-3, first_step=0,
-        )  # fmt: skip
+            model,
+            opt,
+            images,
+            batch_size=32,
+            device=torch.device("cpu"),
+            generator=torch.Generator(),
+            lr_for_step=lambda s: 1e-3,
+            first_step=0,
+        )
 
 
 def _evaluation(mse: float, output_std: float) -> Evaluation:

@@ -7,9 +7,19 @@ from torch import nn
 from service.model import ARCHITECTURE, AutoEncoder, ModelConfig
 
 SEED_KEYS = [
-    "en.0.weight", "en.0.bias", "en.3.weight", "en.3.bias", "en.6.weight", "en.6.bias",
-    "de.0.weight", "de.0.bias", "de.3.weight", "de.3.bias", "de.6.weight", "de.6.bias",
-]  # fmt: skip
+    "en.0.weight",
+    "en.0.bias",
+    "en.3.weight",
+    "en.3.bias",
+    "en.6.weight",
+    "en.6.bias",
+    "de.0.weight",
+    "de.0.bias",
+    "de.3.weight",
+    "de.3.bias",
+    "de.6.weight",
+    "de.6.bias",
+]
 
 
 class SeedNotebookModel(nn.Module):
@@ -18,15 +28,25 @@ class SeedNotebookModel(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.en = nn.Sequential(
-            nn.Conv2d(1, 8, kernel_size=3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=2),
-            nn.Conv2d(8, 16, kernel_size=3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=2),
-            nn.Conv2d(16, 16, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-        )  # fmt: skip
+            nn.Conv2d(1, 8, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=2),
+            nn.Conv2d(8, 16, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=2),
+            nn.Conv2d(16, 16, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+        )
         self.de = nn.Sequential(
-            nn.Conv2d(16, 16, kernel_size=3, padding=1), nn.ReLU(inplace=True), nn.Upsample(scale_factor=2),
-            nn.Conv2d(16, 8, kernel_size=3, padding=1), nn.ReLU(inplace=True), nn.Upsample(scale_factor=2),
-            nn.Conv2d(8, 1, kernel_size=3, padding=1), nn.Tanh(),
-        )  # fmt: skip
+            nn.Conv2d(16, 16, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(16, 8, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(8, 1, kernel_size=3, padding=1),
+            nn.Tanh(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.de(self.en(x))
@@ -64,7 +84,7 @@ def test_seed_state_dict_loads_unchanged_and_computes_the_same() -> None:
 def test_user_facing_outputs_are_clamped_to_unit_range() -> None:
     model = AutoEncoder().eval()
     with torch.no_grad():
-        model.de[6].bias.fill_(-3.0)  # push raw Tanh output negative
+        model.de[6].bias.fill_(-3.0)  # type: ignore[operator]  # push raw Tanh output negative
         x = torch.rand(4, 1, 28, 28)
         raw = model(x)
         assert raw.min() < 0

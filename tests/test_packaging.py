@@ -23,8 +23,22 @@ def test_the_wheel_holds_every_module_and_command(tmp_path: Path) -> None:
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(tmp_path / "dist"), str(source)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -94,8 +108,11 @@ def test_the_dependency_layers_read_only_the_pins_and_the_dependency_lists() -> 
     sources = {name for line in re.findall(r"^COPY (.+) \S+$", before_installs, re.M) for name in line.split()}
     assert sources == {"constraints.txt", "pyproject.toml"}
     assert "--extra-index-url" not in dockerfile, "one index for torch, and only for torch"
-    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
-                if line and not line.startswith("#"))  # fmt: skip
+    pins = dict(
+        line.split("==")
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     shipped = json.loads((REPO / "weights" / "autoencoder.json").read_text())["torch_version"]
     assert pins["torch"] == shipped.split("+")[0], "the image's torch is the one the shipped weights were made with"
 
@@ -112,8 +129,13 @@ def test_every_package_the_images_install_is_pinned() -> None:
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    names = {re.split(r"[<>=;\[ ]", requirement, maxsplit=1)[0].lower()
-             for requirement in [*project["dependencies"], *project["optional-dependencies"]["train"]]}  # fmt: skip
-    pins = {line.split("==")[0].lower() for line in (REPO / "constraints.txt").read_text().splitlines()
-            if line and not line.startswith("#")}  # fmt: skip
+    names = {
+        re.split(r"[<>=;\[ ]", requirement, maxsplit=1)[0].lower()
+        for requirement in [*project["dependencies"], *project["optional-dependencies"]["train"]]
+    }
+    pins = {
+        line.split("==")[0].lower()
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     assert names - pins == set()

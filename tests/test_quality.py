@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.quality import auroc, mse_per_image, psnr, ssim_per_image
+from service.scoring import reconstruction_mse
+from training.quality import auroc, psnr, ssim_per_image
 
 
 # the textbook SSIM, every local statistic a 2-D convolution: the oracle for training.quality's
@@ -28,7 +29,7 @@ def test_mse_and_psnr() -> None:
     x = torch.zeros(2, 1, 28, 28)
     y = torch.zeros(2, 1, 28, 28)
     y[1] = 0.1
-    torch.testing.assert_close(mse_per_image(x, y), torch.tensor([0.0, 0.01]))
+    torch.testing.assert_close(reconstruction_mse(x, y), torch.tensor([0.0, 0.01]))
     assert psnr(0.01) == pytest.approx(20.0)
     assert psnr(0.0) == math.inf
 

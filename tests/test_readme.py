@@ -28,8 +28,20 @@ CURL_COMMANDS = [line for block in code_blocks("bash") for line in block.splitli
 
 def test_the_readme_has_curl_examples_for_every_endpoint_and_format() -> None:
     text = "\n".join(CURL_COMMANDS)
-    for needle in ("/encode", "/decode", "/reconstruct", "/readyz", "/model", "/metrics", "format=png", "format=npy",
-                   "application/x-npy", "application/json", "-F file=@", "image/png"):  # fmt: skip
+    for needle in (
+        "/encode",
+        "/decode",
+        "/reconstruct",
+        "/readyz",
+        "/model",
+        "/metrics",
+        "format=png",
+        "format=npy",
+        "application/x-npy",
+        "application/json",
+        "-F file=@",
+        "image/png",
+    ):
         assert needle in text, needle
 
 

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from service.checkpoint import load_checkpoint, metadata_path_for, save_checkpoi
 from service.inference import Op, Predictor
 from service.model import AutoEncoder, ModelConfig
 from tests.conftest import TINY_CALIBRATION, in_process, npy, service_settings
-from tests.harness import start_server, stop_server
+from tests.harness import start_server, stop_server, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -42,8 +41,11 @@ def expected(path: Path) -> np.ndarray:
 
 
 async def reconstruct(client: httpx.AsyncClient) -> np.ndarray:
-    response = await client.post("/reconstruct", content=npy(IMAGES), headers={
-        "content-type": "application/x-npy", "accept": "application/x-npy", **AUTH})  # fmt: skip
+    response = await client.post(
+        "/reconstruct",
+        content=npy(IMAGES),
+        headers={"content-type": "application/x-npy", "accept": "application/x-npy", **AUTH},
+    )
     assert response.status_code == 200, response.text
     return np.load(io.BytesIO(response.content))
 
@@ -104,7 +106,7 @@ def _bad_calibration(path: Path) -> None:
 def _nan(path: Path) -> None:
     model = AutoEncoder().eval()
     with torch.no_grad():
-        model.de[0].weight[0, 0, 0, 0] = float("nan")
+        model.de[0].weight[0, 0, 0, 0] = float("nan")  # type: ignore[operator]
     save_checkpoint(model, path)
 
 
@@ -112,14 +114,14 @@ def _nan(path: Path) -> None:
     ("make", "says"),
     [
         (lambda path: None, "file not found"),
-        (lambda path: (new_checkpoint(path, 4), _tamper(path)), "does not match"),
+        (lambda path: (new_checkpoint(path, 4), _tamper(path)), "does not match"),  # type: ignore[func-returns-value]
         (lambda path: new_checkpoint(path, 5, ModelConfig(hidden_channels=4)), "does not match the expected"),
         (_nan, "non-finite"),
         (lambda path: (new_checkpoint(path, 6), metadata_path_for(path).write_text("{")), "not valid JSON"),
         (_bad_calibration, "bad calibration"),
     ],
     ids=["missing", "tampered", "other-architecture", "nan", "bad-metadata", "bad-calibration"],
-)  # fmt: skip
+)
 async def test_a_bad_checkpoint_is_refused_and_the_old_one_serves_on(
     keyed: httpx.AsyncClient, tmp_path: Path, make: object, says: str
 ) -> None:
@@ -155,21 +157,27 @@ async def test_no_request_fails_while_a_checkpoint_is_rolled_out(keyed: httpx.As
     new = new_checkpoint(tmp_path / "rollouts" / "v3" / "autoencoder.safetensors", seed=8)
     old_answer = await reconstruct(keyed)
     new_answer = expected(new)
-    stop = asyncio.Event()
+    stop, answered = asyncio.Event(), asyncio.Event()
     answers: list[np.ndarray] = []
 
     async def client() -> None:
         while not stop.is_set():
             answers.append(await reconstruct(keyed))
+            answered.set()
+
+    async def until_answered(count: int) -> None:
+        while len(answers) < count:
+            answered.clear()
+            await answered.wait()
 
     clients = [asyncio.create_task(client()) for _ in range(8)]
-    await asyncio.sleep(0.2)
+    await until_answered(16)  # under load before the swap
     response = await keyed.post("/admin/reload", json={"checkpoint": "v3"}, headers=AUTH)
-    await asyncio.sleep(0.2)
+    await until_answered(len(answers) + 16)  # and after it
     stop.set()
     await asyncio.gather(*clients)  # reconstruct() asserts each answer's 200
     assert response.status_code == 200, response.text
-    assert len(answers) > 16
+    assert len(answers) >= 32
     for answer in answers:
         assert np.allclose(answer, old_answer, atol=1e-6) or np.allclose(answer, new_answer, atol=1e-6)
     np.testing.assert_allclose(answers[-1], new_answer, atol=1e-6)
@@ -184,22 +192,18 @@ def test_sighup_rolls_out_the_configured_checkpoint(tmp_path: Path) -> None:
         new_checkpoint(path, seed=10)
         want = load_checkpoint(path).sha256
         os.kill(server.process.pid, signal.SIGHUP)
-        for _ in range(200):
-            if httpx.get(f"{server.url}/model").json()["checkpoint_sha256"] == want:
-                break
-            time.sleep(0.05)
-        assert want != before and httpx.get(f"{server.url}/model").json()["checkpoint_sha256"] == want
-        response = httpx.post(f"{server.url}/reconstruct", content=npy(IMAGES),
-                              headers={"content-type": "application/x-npy", "accept": "application/x-npy"})  # fmt: skip
+        wait_until(lambda: httpx.get(f"{server.url}/model").json()["checkpoint_sha256"] == want, "the roll-out")
+        assert want != before
+        response = httpx.post(
+            f"{server.url}/reconstruct",
+            content=npy(IMAGES),
+            headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
+        )
         np.testing.assert_allclose(np.load(io.BytesIO(response.content)), expected(path), atol=1e-6)
         # a bad file on SIGHUP: refused, logged, and the server serves on
         metadata_path_for(path).write_text(json.dumps({"format": "nonsense"}))
         os.kill(server.process.pid, signal.SIGHUP)
-        for _ in range(200):
-            if any("roll-out refused" in line for line in server.log_lines()):
-                break
-            time.sleep(0.05)
-        assert any("roll-out refused" in line for line in server.log_lines())
+        wait_until(lambda: any("roll-out refused" in line for line in server.log_lines()), "the refusal logged")
         assert httpx.get(f"{server.url}/model").json()["checkpoint_sha256"] == want
     finally:
         stop_server(server)

@@ -8,6 +8,7 @@ import io
 import json
 import warnings
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from tests.conftest import image_file
 
 def test_json_numbers_past_float32_are_refused_without_runtime_warnings() -> None:
     body = b'{"images": [[' + b",".join([b"[" + b",".join([b"1e39"] * 28) + b"]"] * 28) + b"]]}"
-    limits = {"size": 28, "max_pixels": 10**6, "resize": False}
+    limits: dict[str, Any] = {"size": 28, "max_pixels": 10**6, "resize": False}
     decode, decode_batch = partial(decode_image, **limits), partial(decode_images, **limits)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # numpy's "overflow encountered in cast" would land in the logs
@@ -37,7 +38,7 @@ def _json(items: list[object]) -> bytes:
 def test_json_items_of_both_kinds_decode_as_each_alone() -> None:
     """All base64 strings go to decode_images as one batch; pixel lists mixed with strings go item
     by item; either way each image comes out as it would alone."""
-    limits = {"size": 28, "max_pixels": 10**6, "resize": False}
+    limits: dict[str, Any] = {"size": 28, "max_pixels": 10**6, "resize": False}
     decode, decode_batch = partial(decode_image, **limits), partial(decode_images, **limits)
     digits = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
     encoded = [base64.b64encode(image_file(d)).decode() for d in digits]
@@ -46,7 +47,7 @@ def test_json_items_of_both_kinds_decode_as_each_alone() -> None:
     strings = [*encoded[:2], base64.b64encode(rgb.getvalue()).decode()]
     want = digits.astype(np.float32) / np.float32(255)
 
-    def read(items: list[object]) -> np.ndarray:
+    def read(items: list[Any]) -> np.ndarray:
         return request_body._json_images(_json(items), Settings(), decode, decode_batch, size=28, resize=False)
 
     np.testing.assert_array_equal(read(strings), want)

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from service.errors import NotAcceptable
-from service.responses import OutputFormat, Scores, choose_format, render_images, render_latents
+from service.responses import OutputFormat, choose_format, render_images, render_latents
+from service.scoring import Scores
 from service.wire import ANOMALY_HEADER, MSE_HEADER, PERCENTILE_HEADER, QUANTILE_HEADER
 
 

@@ -40,13 +40,30 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
 def test_api_conforms_to_its_schema(keyed_server: LiveServer) -> None:
     cli = Path(sys.executable).with_name("schemathesis")
     result = subprocess.run(
-        [str(cli), "--config-file", str(Path(__file__).with_name("schemathesis.toml")),
-         "run", f"{keyed_server.url}/openapi.json",
-         "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-         "--header", f"Authorization: Bearer {API_KEY}",
-         "--max-examples", "25", "--generation-deterministic", "--workers", "1", "--request-timeout", "30"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            str(cli),
+            "--config-file",
+            str(Path(__file__).with_name("schemathesis.toml")),
+            "run",
+            f"{keyed_server.url}/openapi.json",
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+            "--header",
+            f"Authorization: Bearer {API_KEY}",
+            "--max-examples",
+            "25",
+            "--generation-deterministic",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     operations = sum(len(item) for item in httpx.get(f"{keyed_server.url}/openapi.json").json()["paths"].values())
     assert f"{operations} selected / {operations} total" in result.stdout, "every operation was tested"

@@ -6,8 +6,8 @@ import asyncio
 import io
 import json
 import signal
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -15,28 +15,30 @@ import pytest
 import torch
 
 from service.checkpoint import load_checkpoint, metadata_path_for
+from service.model import AutoEncoder
+from service.scoring import reconstruction_mse
 from tests.conftest import REPO, SHIPPED_WEIGHTS, image_file, npy
-from tests.harness import LiveServer, start_server, stop_server
+from tests.harness import LiveServer, start_server, stop_server, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def shipped_model() -> torch.nn.Module:
+def shipped_model() -> AutoEncoder:
     return load_checkpoint(SHIPPED_WEIGHTS).model
 
 
-def model_says(model: torch.nn.Module, digits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def model_says(model: AutoEncoder, digits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x = torch.from_numpy(digits).float().div(255).unsqueeze(1)
     with torch.inference_mode():
         latents = model.encode(x)
         recon = model.reconstruct(x)
-    mse = (recon - x).pow(2).flatten(1).mean(1)
+    mse = reconstruction_mse(recon, x)
     return latents.numpy(), recon.numpy(), mse.numpy()
 
 
 def test_png_files_of_real_digits_match_the_in_process_model(
-    live_server: LiveServer, test_digits: np.ndarray, shipped_model: torch.nn.Module, tmp_path: Path
+    live_server: LiveServer, test_digits: np.ndarray, shipped_model: AutoEncoder, tmp_path: Path
 ) -> None:
     digits = test_digits[:8]
     paths = []
@@ -54,14 +56,19 @@ def test_png_files_of_real_digits_match_the_in_process_model(
     recorded = json.loads(metadata_path_for(SHIPPED_WEIGHTS).read_text())["metrics"]["test_mse"]
     assert np.mean(body["mse"]) < 3 * recorded, "real digits reconstruct about as well as on the test set"
 
-    encoded = httpx.post(f"{live_server.url}/encode", params={"format": "npy"}, content=paths[0].read_bytes(),
-                         headers={"content-type": "image/png"})  # fmt: skip
+    encoded = httpx.post(
+        f"{live_server.url}/encode",
+        params={"format": "npy"},
+        content=paths[0].read_bytes(),
+        headers={"content-type": "image/png"},
+    )
     np.testing.assert_allclose(np.load(io.BytesIO(encoded.content)), latents[:1], atol=1e-5)
 
 
 def test_decode_and_png_output(live_server: LiveServer, test_digits: np.ndarray) -> None:
-    latents = httpx.post(f"{live_server.url}/encode", content=npy(test_digits[:2]),
-                         headers={"content-type": "application/x-npy"}).json()  # fmt: skip
+    latents = httpx.post(
+        f"{live_server.url}/encode", content=npy(test_digits[:2]), headers={"content-type": "application/x-npy"}
+    ).json()
     picture = httpx.post(f"{live_server.url}/decode", params={"format": "png"}, json={"latents": latents["data"]})
     assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
     assert picture.content.startswith(b"\x89PNG")
@@ -69,7 +76,7 @@ def test_decode_and_png_output(live_server: LiveServer, test_digits: np.ndarray)
 
 @pytest.mark.anyio
 async def test_concurrent_clients_each_get_their_own_answer(
-    live_server: LiveServer, test_digits: np.ndarray, shipped_model: torch.nn.Module
+    live_server: LiveServer, test_digits: np.ndarray, shipped_model: AutoEncoder
 ) -> None:
     _, recon, mse = model_says(shipped_model, test_digits)
     headers = {"content-type": "image/png", "accept": "application/x-npy"}
@@ -86,7 +93,7 @@ async def test_concurrent_clients_each_get_their_own_answer(
 
 
 def test_streamed_body_over_the_limit_is_cut_off(live_server: LiveServer) -> None:
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks():
         for _ in range(64):  # 8 MiB offered; the server takes 4 MiB
             yield b"\0" * (128 * 1024)
 
@@ -103,14 +110,14 @@ def test_logs_are_json_lines_with_the_request_id(live_server: LiveServer) -> Non
     # by default the access log has a line for each error, not each success
     response = httpx.get(f"{live_server.url}/nope", headers={"x-request-id": "trace-me-42"})
     assert response.status_code == 404 and response.headers["x-request-id"] == "trace-me-42"
-    for _ in range(50):
-        entries = [json.loads(line) for line in live_server.log_lines() if line.startswith("{")]
-        mine = [e for e in entries if e.get("request_id") == "trace-me-42"]
-        if mine:
-            break
-        time.sleep(0.05)
-    assert mine and mine[0]["path"] == "/nope" and mine[0]["status"] == 404
-    assert any(e["message"].startswith("ready") for e in entries)
+
+    def entries() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in live_server.log_lines() if line.startswith("{")]
+
+    wait_until(lambda: any(e.get("request_id") == "trace-me-42" for e in entries()), "the request's log line")
+    mine = [e for e in entries() if e.get("request_id") == "trace-me-42"]
+    assert mine[0]["path"] == "/nope" and mine[0]["status"] == 404
+    assert any(e["message"].startswith("ready") for e in entries())
 
 
 def test_openapi_and_docs_are_served(live_server: LiveServer) -> None:
@@ -126,11 +133,17 @@ def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
 
 
 def test_any_asgi_server_can_build_the_app_as_a_factory(tmp_path: Path) -> None:
-    server = start_server(tmp_path / "log", {"MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS)},
-                          command=("-m", "uvicorn", "--factory", "service.main:create_app"))  # fmt: skip
+    server = start_server(
+        tmp_path / "log",
+        {"MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS)},
+        command=("-m", "uvicorn", "--factory", "service.main:create_app"),
+    )
     try:
-        response = httpx.post(f"{server.url}/reconstruct", content=(REPO / "examples" / "seven.png").read_bytes(),
-                              headers={"content-type": "image/png"})  # fmt: skip
+        response = httpx.post(
+            f"{server.url}/reconstruct",
+            content=(REPO / "examples" / "seven.png").read_bytes(),
+            headers={"content-type": "image/png"},
+        )
         assert response.status_code == 200 and response.json()["shape"] == [1, 1, 28, 28]
     finally:
         stop_server(server)
@@ -141,15 +154,20 @@ def test_several_workers_share_the_port_the_metrics_and_the_drain(tmp_path: Path
     adds both up whichever answers; /admin/reload points to the supervisor; SIGTERM drains both."""
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    server = start_server(tmp_path / "log", {
-        "MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS), "MNIST_AE_API_KEY": "k", "MNIST_AE_DRAIN_GRACE_S": "1.5",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}, command=("-m", "service", "--workers", "2"))  # fmt: skip
+    server = start_server(
+        tmp_path / "log",
+        {
+            "MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS),
+            "MNIST_AE_API_KEY": "k",
+            "MNIST_AE_DRAIN_GRACE_S": "1.5",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        },
+        command=("-m", "service", "--workers", "2"),
+    )
     auth = {"authorization": "Bearer k"}
     try:
-        for _ in range(100):  # ready means both workers are (the gauge adds them up)
-            if "mnist_ae_ready 2.0" in httpx.get(f"{server.url}/metrics").text:
-                break
-            time.sleep(0.1)
+        # ready means both workers are (the gauge adds them up)
+        wait_until(lambda: "mnist_ae_ready 2.0" in httpx.get(f"{server.url}/metrics").text, "both workers ready")
         png = (REPO / "examples" / "seven.png").read_bytes()
         for _ in range(40):  # a connection each: the kernel hands them to either worker
             with httpx.Client(base_url=server.url, headers=auth) as client:
@@ -163,10 +181,13 @@ def test_several_workers_share_the_port_the_metrics_and_the_drain(tmp_path: Path
         refused = httpx.post(f"{server.url}/admin/reload", headers=auth)
         assert refused.status_code == 409 and "SIGHUP to their supervisor" in refused.json()["error"]["message"]
         server.process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        assert httpx.get(f"{server.url}/readyz").status_code == 503, "draining: /readyz says so at once"
-        assert httpx.post(f"{server.url}/reconstruct", content=png, headers={"content-type": "image/png", **auth}
-                          ).status_code == 200, "and requests are still served during the grace"  # fmt: skip
+        wait_until(lambda: httpx.get(f"{server.url}/readyz").status_code == 503, "draining: /readyz says 503")
+        assert (
+            httpx.post(
+                f"{server.url}/reconstruct", content=png, headers={"content-type": "image/png", **auth}
+            ).status_code
+            == 200
+        ), "and requests are still served during the grace"
         assert server.process.wait(30) == 0
         assert sum("stopped (all accepted requests answered)" in line for line in server.log_lines()) == 2
     finally:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import uvicorn
 from pydantic import ValidationError
 
 from service.settings import Settings, describe_settings_error, unknown_settings
@@ -66,7 +67,7 @@ def test_an_empty_api_key_is_refused_and_not_echoed(monkeypatch: pytest.MonkeyPa
 
 def test_a_wrong_api_key_value_is_never_echoed() -> None:
     with pytest.raises(ValidationError) as info:
-        Settings(api_key=12345)  # type: ignore[arg-type]
+        Settings(api_key=12345)
     assert "12345" not in describe_settings_error(info.value)
 
 
@@ -117,7 +118,7 @@ def test_python_m_service_loads_the_checkpoint_once(monkeypatch: pytest.MonkeyPa
     import service.main
 
     loads: list[object] = []
-    real = service.main.load_checkpoint
+    real = service.main.load_checkpoint  # type: ignore[attr-defined]
 
     def counting(*args: object, **kwargs: object) -> object:
         loads.append(args)
@@ -125,7 +126,7 @@ def test_python_m_service_loads_the_checkpoint_once(monkeypatch: pytest.MonkeyPa
 
     served: list[object] = []
     monkeypatch.setattr(service.main, "load_checkpoint", counting)
-    monkeypatch.setattr(entry.uvicorn.Server, "run", lambda self: served.append(self.config.app))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self.config.app))
     assert entry.main(["--port", "8123"]) == 0
     assert len(loads) == 1 and served and served[0].state.service.checkpoint is not None  # type: ignore[attr-defined]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from service.checkpoint import load_checkpoint
-from training import train
+from training import loop, train
 from training.evaluate import Evaluation
 
 
@@ -42,7 +42,7 @@ def test_training_is_deterministic_and_resume_matches_an_uninterrupted_run(
     assert _run(tmp_path / "b", mnist_dir, *common) == 0
 
     # run c is interrupted during its second epoch, after the state of the first was saved
-    real_check = train.check_not_collapsed
+    real_check = loop.check_not_collapsed
 
     def interrupt_in_epoch_2(ev: Evaluation, baseline_mse: float, epoch: int) -> None:
         if epoch == 2:
@@ -101,8 +101,20 @@ def test_bf16_on_a_cpu_without_it_is_warned_about(
 
 @pytest.mark.integration
 def test_one_class_training_records_its_digits_and_calibrates_on_held_out_ones(tmp_path: Path, mnist_dir: Path) -> None:
-    args = ("--epochs", "2", "--limit", "500", "--batch-size", "25", "--digits", "3", "--code-size", "8",
-            "--validation", "2000")  # fmt: skip
+    args = (
+        "--epochs",
+        "2",
+        "--limit",
+        "500",
+        "--batch-size",
+        "25",
+        "--digits",
+        "3",
+        "--code-size",
+        "8",
+        "--validation",
+        "2000",
+    )
     assert _run(tmp_path, mnist_dir, *args) == 0
     ckpt = load_checkpoint(tmp_path / "autoencoder.safetensors")
     training = ckpt.metadata["training"]

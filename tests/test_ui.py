@@ -73,16 +73,18 @@ def draw_a_stroke(page: Page) -> None:
 
 
 def canvas_brightness(page: Page, selector: str) -> float:
-    return float(page.evaluate(
-        """(selector) => {
+    return float(
+        page.evaluate(
+            """(selector) => {
             const canvas = document.querySelector(selector);
             const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
             let sum = 0;
             for (let i = 0; i < data.length; i += 4) sum += data[i] + data[i + 1] + data[i + 2];
             return sum / (data.length / 4) / 765;
         }""",
-        selector,
-    ))  # fmt: skip
+            selector,
+        )
+    )
 
 
 def no_accessibility_violations(page: Page) -> None:
@@ -102,7 +104,9 @@ def test_draw_and_see_the_reconstruction_scores_latents_and_error_map(
     assert 0 < mse < 1
     assert float(page.locator("#percentile").text_content() or "nan") >= 0
     assert page.locator("#verdict").text_content() in (
-        "Normal: like the training digits", "Anomaly: unlike the training digits (threshold 0.99)")  # fmt: skip
+        "Normal: like the training digits",
+        "Anomaly: unlike the training digits (threshold 0.99)",
+    )
     assert canvas_brightness(page, "#reconstruction") > 0.01, "a reconstruction was drawn"
     assert page.locator("#latents canvas").count() == 16
     assert canvas_brightness(page, "#error-map") > 0
@@ -111,8 +115,9 @@ def test_draw_and_see_the_reconstruction_scores_latents_and_error_map(
     inverted = tmp_path / "inverted.png"
     Image.eval(Image.open(REPO / "examples" / "seven.png").convert("L"), lambda v: 255 - v).save(inverted)
     page.set_input_files("#file", str(inverted))
-    expect(page.locator("#verdict")).to_have_text("Anomaly: unlike the training digits (threshold 0.99)",
-                                                  timeout=10_000)  # fmt: skip
+    expect(page.locator("#verdict")).to_have_text(
+        "Anomaly: unlike the training digits (threshold 0.99)", timeout=10_000
+    )
 
     # a real test digit: recognised as normal; its reconstruction looks like it
     page.get_by_role("button", name="MNIST test digit 7").click()

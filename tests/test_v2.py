@@ -15,7 +15,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from service.checkpoint import load_checkpoint
-from service.oip import MODEL_NAME
+from service.codecs.oip import MODEL_NAME
 from tests.conftest import SHIPPED_WEIGHTS, npy
 from tests.harness import LiveServer
 
@@ -25,8 +25,12 @@ INFER = f"/v2/models/{MODEL_NAME}/infer"
 
 def images_input(datatype: str = "UINT8", shape: list[int] | None = None, data: Any = None) -> dict[str, Any]:
     array = IMAGES if datatype == "UINT8" else IMAGES.astype(np.float32) / 255
-    return {"name": "images", "datatype": datatype, "shape": shape or list(array.shape),
-            "data": array.reshape(-1).tolist() if data is None else data}  # fmt: skip
+    return {
+        "name": "images",
+        "datatype": datatype,
+        "shape": shape or list(array.shape),
+        "data": array.reshape(-1).tolist() if data is None else data,
+    }
 
 
 # --- in-process: the protocol's answers and refusals ---------------------------------------------
@@ -57,8 +61,13 @@ async def test_json_inference_answers_every_output_by_default(api: httpx.AsyncCl
     body = response.json()
     assert body["model_name"] == MODEL_NAME and body["id"] == "r1"
     shapes = {o["name"]: (o["datatype"], o["shape"]) for o in body["outputs"]}
-    assert shapes == {"latent": ("FP32", [5, 16, 7, 7]), "reconstruction": ("FP32", [5, 1, 28, 28]),
-                      "mse": ("FP32", [5]), "percentile": ("FP32", [5]), "anomaly": ("BOOL", [5])}  # fmt: skip
+    assert shapes == {
+        "latent": ("FP32", [5, 16, 7, 7]),
+        "reconstruction": ("FP32", [5, 1, 28, 28]),
+        "mse": ("FP32", [5]),
+        "percentile": ("FP32", [5]),
+        "anomaly": ("BOOL", [5]),
+    }
     native = (await api.post("/reconstruct", content=npy(IMAGES), headers={"content-type": "application/x-npy"})).json()
     outputs = {o["name"]: o["data"] for o in body["outputs"]}
     np.testing.assert_allclose(outputs["mse"], native["mse"], rtol=1e-6)
@@ -107,8 +116,9 @@ BAD: list[tuple[str, Any, int, str]] = [
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(("case", "body", "status", "says"), BAD, ids=[b[0] for b in BAD])
-async def test_bad_requests_get_protocol_errors(api: httpx.AsyncClient, case: str, body: Any, status: int,
-                                                says: str) -> None:  # fmt: skip
+async def test_bad_requests_get_protocol_errors(
+    api: httpx.AsyncClient, case: str, body: Any, status: int, says: str
+) -> None:
     content = body if isinstance(body, bytes) else None
     response = await api.post(INFER, content=content, json=None if content else body)
     assert response.status_code == status, (case, response.text)
@@ -143,8 +153,12 @@ def client(live_server: LiveServer) -> triton.InferenceServerClient:
 
 
 def native(server: LiveServer, path: str, images: np.ndarray) -> tuple[np.ndarray, dict[str, str]]:
-    response = httpx.post(f"{server.url}{path}", content=npy(images), timeout=30,
-                          headers={"content-type": "application/x-npy", "accept": "application/x-npy"})  # fmt: skip
+    response = httpx.post(
+        f"{server.url}{path}",
+        content=npy(images),
+        timeout=30,
+        headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
+    )
     assert response.status_code == 200, response.text
     return np.load(io.BytesIO(response.content)), dict(response.headers)
 
@@ -188,8 +202,13 @@ def test_tritonclient_defaults_latents_and_the_threshold(
     given = triton.InferInput("images", [5, 28, 28], "UINT8")
     given.set_data_from_numpy(IMAGES)
     result = client.infer(MODEL_NAME, [given])  # no outputs named: all of them, as binary
-    assert {o["name"] for o in result.get_response()["outputs"]} == {"latent", "reconstruction", "mse",
-                                                                       "percentile", "anomaly"}  # fmt: skip
+    assert {o["name"] for o in result.get_response()["outputs"]} == {
+        "latent",
+        "reconstruction",
+        "mse",
+        "percentile",
+        "anomaly",
+    }
     # random pixels are no digits: flagged at any threshold
     strict = client.infer(MODEL_NAME, [given], parameters={"anomaly_quantile": 0.999})
     assert strict.as_numpy("anomaly").all()
@@ -198,8 +217,12 @@ def test_tritonclient_defaults_latents_and_the_threshold(
     coded = triton.InferInput("latents", list(latents.shape), "FP32")
     coded.set_data_from_numpy(latents, binary_data=True)
     decoded = client.infer(MODEL_NAME, [coded]).as_numpy("reconstruction")
-    expected = httpx.post(f"{live_server.url}/decode?format=npy", content=npy(latents),
-                          headers={"content-type": "application/x-npy"}, timeout=30)  # fmt: skip
+    expected = httpx.post(
+        f"{live_server.url}/decode?format=npy",
+        content=npy(latents),
+        headers={"content-type": "application/x-npy"},
+        timeout=30,
+    )
     np.testing.assert_allclose(decoded, np.load(io.BytesIO(expected.content)), atol=1e-6)
 
 
@@ -245,14 +268,22 @@ async def test_the_v2_routes_have_a_tag_of_their_own_in_openapi(api: httpx.Async
     for path, item in v2.items():
         for operation in item.values():
             assert operation["tags"] == ["open-inference-protocol"], path
-    assert not any(op.get("tags") == ["open-inference-protocol"] for path, item in spec["paths"].items()
-                   if not path.startswith("/v2") for op in item.values())  # fmt: skip
+    assert not any(
+        op.get("tags") == ["open-inference-protocol"]
+        for path, item in spec["paths"].items()
+        if not path.startswith("/v2")
+        for op in item.values()
+    )
 
 
 @pytest.mark.anyio
 async def test_unknown_v2_paths_and_methods_get_protocol_errors(api: httpx.AsyncClient) -> None:
-    for method, path, status in [("GET", "/v2/nothing", 404), ("POST", "/v2/models/mnist-ae/explain", 404),
-                                 ("GET", INFER, 405), ("POST", "/v2/health/live", 405)]:  # fmt: skip
+    for method, path, status in [
+        ("GET", "/v2/nothing", 404),
+        ("POST", "/v2/models/mnist-ae/explain", 404),
+        ("GET", INFER, 405),
+        ("POST", "/v2/health/live", 405),
+    ]:
         response = await api.request(method, path)
         assert response.status_code == status, (method, path, response.text)
         assert isinstance(response.json()["error"], str), (method, path)

@@ -27,7 +27,7 @@ import torch
 from service.device import resolve_device
 from service.model import AutoEncoder, ModelConfig
 from training.data import DEFAULT_DATA_DIR, DataError, MnistSplit, load_mnist_splits
-from training.evaluate import images_to_float, reconstruction_mse
+from training.evaluate import anomaly_scores, images_to_float
 from training.loop import train_one_epoch
 from training.optim import build_adam
 from training.quality import auroc
@@ -72,11 +72,16 @@ def one_class_auroc(
     total_steps = steps_per_epoch * recipe.epochs
     for epoch in range(recipe.epochs):
         train_one_epoch(
-            model, optimizer, images, batch_size=recipe.batch_size, device=device, first_step=epoch * steps_per_epoch,
+            model,
+            optimizer,
+            images,
+            batch_size=recipe.batch_size,
+            device=device,
+            first_step=epoch * steps_per_epoch,
             generator=torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch),
             lr_for_step=lambda s: recipe.lr_at(s, total_steps, steps_per_epoch),
-        )  # fmt: skip
-    scores = reconstruction_mse(model, test.images, device=device)
+        )
+    scores = anomaly_scores(model, test.images, device=device)
     return 100 * auroc(scores, (test.labels != digit).numpy())
 
 

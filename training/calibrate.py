@@ -25,14 +25,14 @@ from service.checkpoint import Checkpoint, CheckpointError, load_checkpoint, wri
 from service.device import resolve_device
 from service.model import AutoEncoder
 from training.data import DEFAULT_DATA_DIR, DataError, MnistSplit, hold_out, load_mnist_splits
-from training.evaluate import reconstruction_mse
+from training.evaluate import anomaly_scores
 
 log = logging.getLogger(__name__)
 
 
 def calibrate(model: AutoEncoder, normal: MnistSplit, *, device: torch.device | str, split: str) -> Calibration:
     """Quantiles of ``model``'s reconstruction MSE on the ``normal`` images, overall and per digit."""
-    scores = reconstruction_mse(model, normal.images, device=device)
+    scores = anomaly_scores(model, normal.images, device=device)
     return Calibration.from_scores(scores, normal.labels.numpy(), split=split)
 
 
@@ -47,8 +47,9 @@ def normal_images(checkpoint: Checkpoint, data_dir: Path) -> tuple[MnistSplit, s
         return hold_out(train, validation)[1].of_digits(digits), "validation"
     log.warning(
         "%s records no held-out images (it trained on the whole training split): calibrating on the MNIST "
-        "test set, whose flag rates are then in-sample", checkpoint.path,
-    )  # fmt: skip
+        "test set, whose flag rates are then in-sample",
+        checkpoint.path,
+    )
     return test.of_digits(digits), "test"
 
 

@@ -20,8 +20,9 @@ from service.checkpoint import CheckpointError, load_checkpoint
 from service.codecs.images import unit_float
 from service.device import resolve_device
 from service.model import AutoEncoder
+from service.scoring import reconstruction_mse
 from training.data import DEFAULT_DATA_DIR, DataError, MnistSplit, load_mnist
-from training.quality import mse_per_image, psnr, ssim_per_image
+from training.quality import psnr, ssim_per_image
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +47,15 @@ def images_to_float(images: torch.Tensor, device: torch.device | str) -> torch.T
 
 
 @torch.inference_mode()
-def reconstruction_mse(
+def anomaly_scores(
     model: AutoEncoder, images: torch.Tensor, *, device: torch.device | str, batch_size: int = 1000
 ) -> np.ndarray:
-    """(N,28,28) uint8 -> (N,) float32: each image's MSE against its clamped reconstruction, the
-    anomaly score the service reports."""
+    """(N,28,28) uint8 -> (N,) float32: each image's anomaly score, as the service computes it
+    (service/scoring.py)."""
     was_training = model.training
     model.eval()
     scores = [
-        mse_per_image(model.reconstruct(x), x).cpu()
+        reconstruction_mse(model.reconstruct(x), x).cpu()
         for x in (images_to_float(images[i : i + batch_size], device) for i in range(0, len(images), batch_size))
     ]
     model.train(was_training)
@@ -81,7 +82,7 @@ def evaluate(
     for start in range(0, n, batch_size):
         x = images_to_float(split.images[start : start + batch_size], device)  # (B,1,28,28)
         y = model.reconstruct(x)
-        mse[start : start + len(x)] = mse_per_image(y, x)
+        mse[start : start + len(x)] = reconstruction_mse(y, x)
         if ssim is not None:
             ssim[start : start + len(x)] = ssim_per_image(y, x)
         flat = y.flatten(1).double()

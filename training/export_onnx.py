@@ -73,9 +73,16 @@ def export(checkpoint: Checkpoint, out: Path) -> dict[str, Path]:
         path = out / f"{name}.onnx"
         batch = torch.export.Dim("batch", min=1, max=65536)
         program = torch.onnx.export(
-            module, (example,), dynamo=True, input_names=[input_name], output_names=[output_name],
-            dynamic_shapes=({0: batch},), verbose=False,
-        )  # fmt: skip
+            module,
+            (example,),
+            dynamo=True,
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_shapes=({0: batch},),
+            verbose=False,
+        )
+        if program is None:  # only the legacy exporter (dynamo=False) returns nothing
+            raise RuntimeError("torch.onnx.export returned no program")
         proto = program.model_proto
         for key, value in metadata.items():
             proto.metadata_props.add(key=key, value=value)

@@ -61,7 +61,7 @@ def train_one_epoch(
             y = model(x)  # (B,1,28,28), bfloat16 under autocast
         loss = F.mse_loss(y.float(), x)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         optimizer.step()
         loss_sum += loss.detach() * x.shape[0]
         step += 1

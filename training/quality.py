@@ -1,5 +1,5 @@
-"""Image-quality measures on [0,1] intensities (MSE per pixel, PSNR and SSIM), and the AUROC of
-an anomaly score."""
+"""Image-quality measures on [0,1] intensities (PSNR and SSIM; the per-image MSE is the anomaly
+score, service/scoring.py), and the AUROC of an anomaly score."""
 
 from __future__ import annotations
 
@@ -7,11 +7,6 @@ import math
 
 import numpy as np
 import torch
-
-
-def mse_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(N,C,H,W) x2 -> (N,) mean squared error per pixel of each image."""
-    return (x - y).pow(2).flatten(1).mean(dim=1)
 
 
 def psnr(mse: float, data_range: float = 1.0) -> float:

@@ -33,6 +33,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -200,7 +201,7 @@ def run(
     torch.manual_seed(recipe.seed)
     model = AutoEncoder(ModelConfig(code_size=recipe.code_size)).to(device).to(memory_format=torch.channels_last)
     optimizer = build_adam(model.parameters(), lr=recipe.lr, device=device)
-    start_epoch, history = 0, []
+    start_epoch, history = 0, list[dict[str, Any]]()
     if resume is not None:
         _, start_epoch, history = load_train_state(resume, model, optimizer)
         log.info("resuming from %s after epoch %d of %d", resume, start_epoch, recipe.epochs)

@@ -5,7 +5,7 @@ so a tiny file that declares a huge image (a decompression bomb) costs nothing.
 
 The common case, an 8-bit grayscale PNG of exactly the model's size (what MNIST digits are),
 is decoded by libspng through pyspng when it is installed: about 4 µs instead of Pillow's ~20,
-most of which is Pillow's Python-level chunk parsing (BENCHMARKS.md, "Serving levers"). Anything
+most of which is Pillow's Python-level chunk parsing (docs/decisions.md). Anything
 else, and anything libspng refuses, goes to Pillow, which decodes it or words the error.
 """
 
@@ -51,7 +51,7 @@ def decode_images(items: Iterable[tuple[bytes, str]], *, size: int, max_pixels: 
     :func:`decode_image` would (the first bad one raises, in order).
 
     The plain grayscale PNGs land as uint8 rows of one array, scaled to [0,1] in one pass at the
-    end: a 256-file form then costs libspng's decoding and little else (bench.multipart).
+    end: a 256-file form then costs libspng's decoding and little else.
     """
     pairs = list(items)
     pixels = np.empty((len(pairs), size, size), dtype=np.uint8)

@@ -26,10 +26,13 @@ class ReloadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint: str | None = Field(
-        None, min_length=1, max_length=4096, examples=["run-2026-12-01/autoencoder.safetensors"],
+        None,
+        min_length=1,
+        max_length=4096,
+        examples=["run-2026-12-01/autoencoder.safetensors"],
         description="a checkpoint in MNIST_AE_CHECKPOINT_DIR (its file, its .json or its directory); "
         "omitted: the configured MNIST_AE_CHECKPOINT, read again",
-    )  # fmt: skip
+    )
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -45,8 +48,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/admin/reload", summary="Roll out a checkpoint: verified, warmed up, swapped in between batches",
-             response_model=ReloadResponse, dependencies=[Depends(require_api_key)], responses=_ERRORS)  # fmt: skip
+@router.post(
+    "/admin/reload",
+    summary="Roll out a checkpoint: verified, warmed up, swapped in between batches",
+    response_model=ReloadResponse,
+    dependencies=[Depends(require_api_key)],
+    responses=_ERRORS,
+)
 async def reload(state: StateDep, request: Annotated[ReloadRequest | None, Body()] = None) -> ReloadResponse:
     if state.settings.api_key is None:
         raise Forbidden("/admin/reload needs MNIST_AE_API_KEY to be set; without one, send the process SIGHUP")

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from service.access import require_api_key
 from service.deps import CheckpointDep, StateDep
-from service.errors import error_response
+from service.error_responses import error_response
 from service.schemas import ErrorResponse, HealthResponse, ModelInfo, ReadyResponse
 
 router = APIRouter(tags=["operations"])
@@ -31,7 +31,7 @@ async def healthz() -> HealthResponse:
     responses={503: {"model": ErrorResponse, "description": "loading or draining"}},
 )
 async def readyz(state: StateDep) -> ReadyResponse | Response:
-    if not state.ready or state.draining:
+    if not state.routable:
         return error_response(503, "not_ready", f"the service is {state.status}", {"retry-after": "1"})
     return ReadyResponse(ready=True, status="ready")
 
@@ -41,8 +41,13 @@ _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/model", summary="What is being served: architecture, checkpoint, recorded metrics, device, versions",
-            response_model=ModelInfo, dependencies=[Depends(require_api_key)], responses=_UNAUTHORIZED)  # fmt: skip
+@router.get(
+    "/model",
+    summary="What is being served: architecture, checkpoint, recorded metrics, device, versions",
+    response_model=ModelInfo,
+    dependencies=[Depends(require_api_key)],
+    responses=_UNAUTHORIZED,
+)
 async def model_info(state: StateDep, checkpoint: CheckpointDep) -> ModelInfo:
     config = checkpoint.config
     settings = state.settings
@@ -75,7 +80,11 @@ async def model_info(state: StateDep, checkpoint: CheckpointDep) -> ModelInfo:
 metrics_router = APIRouter(tags=["operations"])
 
 
-@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-                    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
+@metrics_router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(state: StateDep) -> Response:
     return Response(state.metrics.render(), media_type=state.metrics.content_type)

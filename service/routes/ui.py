@@ -30,8 +30,9 @@ docs_router = APIRouter(include_in_schema=False)
 
 @page_router.get("/")
 async def page() -> FileResponse:
-    return FileResponse(UI_DIR / "index.html", headers={"content-security-policy": PAGE_POLICY,
-                                                        "x-content-type-options": "nosniff"})  # fmt: skip
+    return FileResponse(
+        UI_DIR / "index.html", headers={"content-security-policy": PAGE_POLICY, "x-content-type-options": "nosniff"}
+    )
 
 
 @docs_router.get("/docs")

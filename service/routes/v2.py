@@ -10,29 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match
 
 from service.access import check_api_key
-from service.batcher import MicroBatcher
-from service.calibration import is_anomaly
 from service.checkpoint import Checkpoint
-from service.errors import APIError, InvalidInput, client_gone_response
+from service.codecs.oip import HEADER_LENGTH, MODEL_NAME, read_request, render_response
+from service.error_responses import OIP_PREFIX, error_response
+from service.errors import NotFound, NotReady
 from service.http_json import json_response
 from service.inference import Op
-from service.oip import HEADER_LENGTH, MODEL_NAME, Inference, OipError, read_request, render_response
+from service.scoring import decide
 from service.state import ServiceState
 
 TAG = "open-inference-protocol"
-router = APIRouter(prefix="/v2", tags=[TAG])
-
-
-def _error(status: int, message: str) -> Response:
-    return json_response({"error": message}, status)
+router = APIRouter(prefix=OIP_PREFIX, tags=[TAG])
 
 
 def _state(request: Request) -> ServiceState:
@@ -45,16 +39,28 @@ def version_of(checkpoint: Checkpoint) -> str:
 
 
 def _model(state: ServiceState, name: str, version: str | None) -> Checkpoint:
+    """The checkpoint being served, if it is the one named; 404 otherwise."""
     checkpoint = state.checkpoint
     if name != MODEL_NAME or checkpoint is None:
-        raise OipError(404, f"unknown model '{name}'; this server serves '{MODEL_NAME}'")
+        raise NotFound(f"unknown model '{name}'; this server serves '{MODEL_NAME}'")
     if version is not None and version != version_of(checkpoint):
-        raise OipError(404, f"unknown version '{version}' of '{name}'; serving version {version_of(checkpoint)}")
+        raise NotFound(f"unknown version '{version}' of '{name}'; serving version {version_of(checkpoint)}")
     return checkpoint
 
 
-_PROTOCOL_ERROR = {"content": {"application/json": {"schema": {
-    "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}  # fmt: skip
+def _probe(state: ServiceState, what: str) -> None:
+    """Readiness as probes see it: 503 while loading, and while draining."""
+    if not state.routable:
+        raise NotReady(f"{what} is {state.status}")
+
+
+_PROTOCOL_ERROR = {
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+        }
+    }
+}
 
 
 @router.get("/health/live", summary="Server liveness", responses={200: {"content": {"application/json": {}}}})
@@ -62,51 +68,57 @@ async def live() -> Response:
     return json_response({"live": True})
 
 
-@router.get("/health/ready", summary="Server readiness: 200 once the model is loaded and warm, else 503",
-            responses={503: {"description": "loading or draining", **_PROTOCOL_ERROR}})  # fmt: skip
+@router.get(
+    "/health/ready",
+    summary="Server readiness: 200 once the model is loaded and warm, else 503",
+    responses={503: {"description": "loading or draining", **_PROTOCOL_ERROR}},
+)
 async def ready(request: Request) -> Response:
-    state = _state(request)
-    if not state.ready or state.draining:
-        return _error(503, f"the server is {state.status}")
+    _probe(_state(request), "the server")
     return json_response({"ready": True})
 
 
 @router.get("", summary="Server metadata")
 async def server_metadata(request: Request) -> Response:
-    return json_response({"name": "mnist-ae-service", "version": request.app.version,
-                          "extensions": ["binary_tensor_data"]})  # fmt: skip
+    return json_response(
+        {"name": "mnist-ae-service", "version": request.app.version, "extensions": ["binary_tensor_data"]}
+    )
 
 
 async def _model_metadata(request: Request, name: str, version: str | None) -> Response:
     state = _state(request)
-    try:
-        check_api_key(request.headers.get("authorization"), state.settings.api_key)
-        checkpoint = _model(state, name, version)
-    except OipError as exc:
-        return _error(exc.status, exc.message)
-    except APIError as exc:
-        return _error(exc.status_code, exc.message)
+    check_api_key(request.headers.get("authorization"), state.settings.api_key)
+    checkpoint = _model(state, name, version)
     config = checkpoint.config
     latent = [-1, *config.latent_shape]
-    outputs = [{"name": "latent", "datatype": "FP32", "shape": latent},
-               {"name": "reconstruction", "datatype": "FP32", "shape": [-1, *config.image_shape]},
-               {"name": "mse", "datatype": "FP32", "shape": [-1]}]  # fmt: skip
+    outputs = [
+        {"name": "latent", "datatype": "FP32", "shape": latent},
+        {"name": "reconstruction", "datatype": "FP32", "shape": [-1, *config.image_shape]},
+        {"name": "mse", "datatype": "FP32", "shape": [-1]},
+    ]
     if checkpoint.calibration is not None:
-        outputs += [{"name": "percentile", "datatype": "FP32", "shape": [-1]},
-                    {"name": "anomaly", "datatype": "BOOL", "shape": [-1]}]  # fmt: skip
-    return json_response({
-        "name": MODEL_NAME,
-        "versions": [version_of(checkpoint)],
-        "platform": "pytorch",
-        # images also as UINT8 (0..255), and as [-1,1,28,28]; latents instead of images give a reconstruction
-        "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, config.image_size, config.image_size]},
-                   {"name": "latents", "datatype": "FP32", "shape": latent}],
-        "outputs": outputs,
-    })  # fmt: skip
+        outputs += [
+            {"name": "percentile", "datatype": "FP32", "shape": [-1]},
+            {"name": "anomaly", "datatype": "BOOL", "shape": [-1]},
+        ]
+    return json_response(
+        {
+            "name": MODEL_NAME,
+            "versions": [version_of(checkpoint)],
+            "platform": "pytorch",
+            # images also as UINT8 (0..255), and as [-1,1,28,28]; latents instead of images give a reconstruction
+            "inputs": [
+                {"name": "images", "datatype": "FP32", "shape": [-1, config.image_size, config.image_size]},
+                {"name": "latents", "datatype": "FP32", "shape": latent},
+            ],
+            "outputs": outputs,
+        }
+    )
 
 
-@router.get("/models/{name}", summary="Model metadata: its version, inputs and outputs",
-            responses={404: _PROTOCOL_ERROR})  # fmt: skip
+@router.get(
+    "/models/{name}", summary="Model metadata: its version, inputs and outputs", responses={404: _PROTOCOL_ERROR}
+)
 async def model_metadata(request: Request, name: str) -> Response:
     return await _model_metadata(request, name, None)
 
@@ -120,12 +132,8 @@ async def model_version_metadata(request: Request, name: str, version: str) -> R
 
 async def _model_ready(request: Request, name: str, version: str | None) -> Response:
     state = _state(request)
-    try:
-        _model(state, name, version)
-    except OipError as exc:
-        return _error(exc.status, exc.message)
-    if not state.ready or state.draining:
-        return _error(503, f"the model is {state.status}")
+    _model(state, name, version)
+    _probe(state, "the model")
     return json_response({"name": name, "ready": True})
 
 
@@ -134,8 +142,11 @@ async def model_ready(request: Request, name: str) -> Response:
     return await _model_ready(request, name, None)
 
 
-@router.get("/models/{name}/versions/{version}/ready", summary="Model readiness of one version",
-            responses={404: _PROTOCOL_ERROR, 503: _PROTOCOL_ERROR})  # fmt: skip
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    summary="Model readiness of one version",
+    responses={404: _PROTOCOL_ERROR, 503: _PROTOCOL_ERROR},
+)
 async def model_version_ready(request: Request, name: str, version: str) -> Response:
     return await _model_ready(request, name, version)
 
@@ -149,18 +160,28 @@ _INFER_DOCS: dict[str, Any] = {
         "Outputs: `latent`, `reconstruction`, `mse`, `percentile`, `anomaly` (all by default); "
         "`parameters.anomaly_quantile` sets the anomaly threshold.",
         "content": {
-            "application/json": {"schema": {"type": "object"}, "example": {
-                "inputs": [{"name": "images", "datatype": "UINT8", "shape": [1, 28, 28], "data": [0] * 784}],
-                "outputs": [{"name": "mse"}, {"name": "anomaly"}]}},
+            "application/json": {
+                "schema": {"type": "object"},
+                "example": {
+                    "inputs": [{"name": "images", "datatype": "UINT8", "shape": [1, 28, 28], "data": [0] * 784}],
+                    "outputs": [{"name": "mse"}, {"name": "anomaly"}],
+                },
+            },
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
-}  # fmt: skip
+}
 _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "the outputs, as JSON data or (binary_data) raw bytes after the JSON",
-          "content": {"application/json": {}, "application/octet-stream": {}}},
-    400: _PROTOCOL_ERROR, 401: _PROTOCOL_ERROR, 404: _PROTOCOL_ERROR, 413: _PROTOCOL_ERROR, 503: _PROTOCOL_ERROR,
-}  # fmt: skip
+    200: {
+        "description": "the outputs, as JSON data or (binary_data) raw bytes after the JSON",
+        "content": {"application/json": {}, "application/octet-stream": {}},
+    },
+    400: _PROTOCOL_ERROR,
+    401: _PROTOCOL_ERROR,
+    404: _PROTOCOL_ERROR,
+    413: _PROTOCOL_ERROR,
+    503: _PROTOCOL_ERROR,
+}
 
 
 @router.post("/models/{name}/infer", summary="Inference", openapi_extra=_INFER_DOCS, responses=_INFER_RESPONSES)
@@ -168,52 +189,46 @@ async def infer(request: Request, name: str) -> Response:
     return await _infer(request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/infer", summary="Inference on one version",
-             openapi_extra=_INFER_DOCS, responses=_INFER_RESPONSES)  # fmt: skip
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference on one version",
+    openapi_extra=_INFER_DOCS,
+    responses=_INFER_RESPONSES,
+)
 async def infer_version(request: Request, name: str, version: str) -> Response:
     return await _infer(request, name, version)
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
+    """Decode the protocol's request, run it on the micro-batcher, encode the protocol's response."""
     state = _state(request)
-    try:
-        check_api_key(request.headers.get("authorization"), state.settings.api_key)
-        checkpoint = _model(state, name, version)
-        serving = state.serving
-        if not state.ready or serving is None:
-            return _error(503, f"the model is {state.status}; retry shortly")
-        with serving.batcher.arrival():
-            body = await request.body()  # the request layer enforces the size and time limits
-            inference = read_request(body, request.headers.get(HEADER_LENGTH), serving.settings, config=serving.config,
-                                     calibrated=serving.batcher.predictor.calibration is not None)  # fmt: skip
-        outputs = await _run(serving.batcher, inference, serving.settings.anomaly_quantile)
-        body, json_length = render_response(inference, outputs, version_of(checkpoint))
-    except OipError as exc:
-        return _error(exc.status, exc.message)
-    except InvalidInput as exc:  # a shape or range the model cannot take: the protocol's 400
-        return _error(400, exc.message)
-    except APIError as exc:
-        return _error(exc.status_code, exc.message)
-    except ClientDisconnect:
-        return client_gone_response()
+    batcher = state.admit(request.headers.get("authorization"))
+    checkpoint = _model(state, name, version)
+    body = await request.body()  # within the request layer's size and time limits
+    with batcher.arrival():
+        config = batcher.predictor.config
+        inference = read_request(
+            body,
+            request.headers.get(HEADER_LENGTH),
+            image_size=config.image_size,
+            latent_shape=config.latent_shape,
+            max_items=state.settings.max_images_per_request,
+            calibrated=batcher.predictor.calibration is not None,
+        )
+    if inference.kind == "latents":
+        (images,) = await batcher.submit(Op.DECODE, inference.array)
+        outputs = {"reconstruction": images}
+    else:
+        recon, mse, percentile, latents = await batcher.submit(Op.ANALYZE, inference.array)
+        quantile = state.settings.anomaly_quantile if inference.quantile is None else inference.quantile
+        scores = decide(mse, percentile, quantile, state.metrics)
+        outputs = {"latent": latents, "reconstruction": recon, "mse": mse}
+        if scores.percentile is not None and scores.anomaly is not None:
+            outputs |= {"percentile": scores.percentile, "anomaly": scores.anomaly}
+    body, json_length = render_response(inference, outputs, version_of(checkpoint))
     if json_length is None:
         return Response(body, media_type="application/json")
     return Response(body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(json_length)})
-
-
-async def _run(batcher: MicroBatcher, inference: Inference, default_quantile: float) -> dict[str, np.ndarray]:
-    """The batch's outputs by name; the scores are counted in the metrics as /reconstruct's are."""
-    if inference.kind == "latents":
-        (images,) = await batcher.submit(Op.DECODE, inference.array)
-        return {"reconstruction": images}
-    recon, mse, percentile, latents = await batcher.submit(Op.ANALYZE, inference.array)
-    outputs = {"latent": latents, "reconstruction": recon, "mse": mse}
-    anomaly = None
-    if not np.isnan(percentile).any():  # a calibrated model
-        anomaly = is_anomaly(percentile, default_quantile if inference.quantile is None else inference.quantile)
-        outputs |= {"percentile": percentile, "anomaly": anomaly}
-    batcher.metrics.observe_scores(mse, anomaly)
-    return outputs
 
 
 # last in the router: any other path under /v2 gets the protocol's error shape too (405 where the
@@ -225,5 +240,6 @@ async def unknown(request: Request, rest: str) -> Response:
             match, _ = route.matches(request.scope)
             if match is Match.PARTIAL:  # the path, with other methods
                 allowed = ", ".join(sorted(route.methods or ()))
-                return json_response({"error": f"{request.url.path} takes {allowed}"}, 405, {"allow": allowed})
-    return _error(404, f"no Open Inference Protocol endpoint at {request.url.path}")
+                message = f"{request.url.path} takes {allowed}"
+                return error_response(405, "method_not_allowed", message, {"allow": allowed}, oip=True)
+    raise NotFound(f"no Open Inference Protocol endpoint at {request.url.path}")

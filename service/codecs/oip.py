@@ -5,7 +5,8 @@ data extension: the ``Inference-Header-Content-Length`` header says where the JS
 input with ``parameters.binary_data_size`` takes its bytes from what follows, in order).
 :func:`read_request` turns one into a checked array and what the client asked for;
 :func:`render_response` turns the model's outputs back into the protocol's JSON, each output as
-JSON data or as binary, as asked. Errors are :class:`OipError`, answered as ``{"error": "..."}``.
+JSON data or as binary, as asked. Errors are the service's own (service/errors.py); under /v2
+they are answered in the protocol's shape, ``{"error": "..."}``, a 422 as the protocol's 400.
 
 The model takes one input:
 - ``images``: UINT8 (0..255) or FP32 ([0,1]), shape [N,28,28] or [N,1,28,28];
@@ -26,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 
 from service.calibration import MAX_QUANTILE, MIN_QUANTILE
 from service.codecs.arrays import images_from_array, latents_from_array
-from service.model import ModelConfig
-from service.settings import Settings
+from service.errors import InvalidInput, MalformedBody, PayloadTooLarge
+from service.schemas import describe_errors
 
 MODEL_NAME = "mnist-ae"
 HEADER_LENGTH = "inference-header-content-length"
@@ -36,15 +37,6 @@ IMAGE_OUTPUTS = ("latent", "reconstruction", "mse", "percentile", "anomaly")
 LATENT_OUTPUTS = ("reconstruction",)
 CALIBRATED_ONLY = ("percentile", "anomaly")
 MAX_JSON_ELEMENTS = 1024 * 28 * 28  # JSON tensor data beyond what the largest request can hold is refused
-
-
-class OipError(Exception):
-    """A request the protocol refuses: ``status`` and the message of ``{"error": ...}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 # --- the request's JSON --------------------------------------------------------------------------
@@ -102,38 +94,44 @@ class Inference:
 
 
 def read_request(
-    body: bytes, header_length: str | None, settings: Settings, *, config: ModelConfig, calibrated: bool
+    body: bytes,
+    header_length: str | None,
+    *,
+    image_size: int,
+    latent_shape: tuple[int, int, int],
+    max_items: int,
+    calibrated: bool,
 ) -> Inference:
-    """Parse and check a request body; :class:`OipError` (400) says what is wrong."""
+    """Parse and check a request body for a model of ``image_size`` images and ``latent_shape``
+    codes, at most ``max_items`` of them; ``calibrated``: it can answer percentiles and decisions."""
     json_part, binary = _split(body, header_length)
     try:
         request = InferenceRequest.model_validate_json(json_part)
     except ValidationError as exc:
-        problems = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:3]]
-        raise OipError(400, "invalid inference request: " + "; ".join(problems)) from None
+        problems = describe_errors(exc.errors(include_url=False, include_input=False))
+        raise MalformedBody(f"invalid inference request: {problems}") from None
     if len(request.inputs) != 1 or request.inputs[0].name not in ("images", "latents"):
         names = [i.name for i in request.inputs]
-        raise OipError(400, f"expected one input, named 'images' or 'latents'; got {names}")
+        raise InvalidInput(f"expected one input, named 'images' or 'latents'; got {names}")
     tensor = request.inputs[0]
     array = _tensor(tensor, binary)
     if tensor.name == "images":
         if tensor.datatype not in ("UINT8", "FP32"):
-            raise OipError(400, f"input 'images' has datatype {tensor.datatype}; expected UINT8 or FP32")
-        side = config.image_size
+            raise InvalidInput(f"input 'images' has datatype {tensor.datatype}; expected UINT8 or FP32")
+        side = image_size
         if array.shape[1:] not in ((side, side), (1, side, side)):
-            raise OipError(400, f"input 'images' has shape {list(array.shape)}; expected [N,{side},{side}] "
-                           f"or [N,1,{side},{side}]")  # fmt: skip
-        checked = images_from_array(array, size=config.image_size, resize=False,
-                                    max_images=settings.max_images_per_request)  # fmt: skip
+            raise InvalidInput(
+                f"input 'images' has shape {list(array.shape)}; expected [N,{side},{side}] or [N,1,{side},{side}]"
+            )
+        checked = images_from_array(array, size=image_size, resize=False, max_images=max_items)
         available = IMAGE_OUTPUTS if calibrated else tuple(o for o in IMAGE_OUTPUTS if o not in CALIBRATED_ONLY)
     else:
         if tensor.datatype != "FP32":
-            raise OipError(400, f"input 'latents' has datatype {tensor.datatype}; expected FP32")
+            raise InvalidInput(f"input 'latents' has datatype {tensor.datatype}; expected FP32")
         if array.ndim != 4:
-            dims = ",".join(map(str, config.latent_shape))
-            raise OipError(400, f"input 'latents' has shape {list(array.shape)}; expected [N,{dims}]")
-        checked = latents_from_array(array, latent_shape=config.latent_shape,
-                                     max_latents=settings.max_images_per_request)  # fmt: skip
+            dims = ",".join(map(str, latent_shape))
+            raise InvalidInput(f"input 'latents' has shape {list(array.shape)}; expected [N,{dims}]")
+        checked = latents_from_array(array, latent_shape=latent_shape, max_latents=max_items)
         available = LATENT_OUTPUTS
     parameters = request.parameters or {}
     all_binary = parameters.get("binary_data_output") is True
@@ -144,8 +142,9 @@ def read_request(
         for output in request.outputs:
             if output.name not in available:
                 why = " (the checkpoint has no anomaly calibration)" if output.name in CALIBRATED_ONLY else ""
-                raise OipError(400, f"unknown output '{output.name}' for input '{tensor.name}'{why}; "
-                               f"available: {', '.join(available)}")  # fmt: skip
+                raise InvalidInput(
+                    f"unknown output '{output.name}' for input '{tensor.name}'{why}; available: {', '.join(available)}"
+                )
             asked = output.parameters.binary_data if output.parameters else None
             outputs[output.name] = all_binary if asked is None else asked
     return Inference(request.id, tensor.name, checked, outputs, _quantile(parameters, calibrated))
@@ -155,8 +154,9 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
     if not header_length.isdigit() or int(header_length) > len(body):
-        raise OipError(400, f"Inference-Header-Content-Length {header_length[:20]!r} does not fit a body of "
-                       f"{len(body)} bytes")  # fmt: skip
+        raise InvalidInput(
+            f"Inference-Header-Content-Length {header_length[:20]!r} does not fit a body of {len(body)} bytes"
+        )
     cut = int(header_length)
     return body[:cut], body[cut:]
 
@@ -164,31 +164,33 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 def _tensor(tensor: RequestInput, binary: bytes) -> np.ndarray:
     dtype = DTYPES.get(tensor.datatype)
     if dtype is None:
-        raise OipError(400, f"input '{tensor.name}' has datatype {tensor.datatype}; expected UINT8 or FP32")
+        raise InvalidInput(f"input '{tensor.name}' has datatype {tensor.datatype}; expected UINT8 or FP32")
     count = math.prod(tensor.shape)
     size = tensor.parameters.binary_data_size if tensor.parameters else None
     if size is not None:
         if tensor.data is not None:
-            raise OipError(400, f"input '{tensor.name}' has both data and binary_data_size")
+            raise InvalidInput(f"input '{tensor.name}' has both data and binary_data_size")
         needed = count * dtype.itemsize
         if size != len(binary) or size != needed:
-            raise OipError(400, f"input '{tensor.name}': binary_data_size {size}, {len(binary)} bytes after the "
-                           f"JSON; shape {tensor.shape} of {tensor.datatype} needs {needed}")  # fmt: skip
+            raise InvalidInput(
+                f"input '{tensor.name}': binary_data_size {size}, {len(binary)} bytes after the "
+                f"JSON; shape {tensor.shape} of {tensor.datatype} needs {needed}"
+            )
         return np.frombuffer(binary, dtype=dtype).reshape(tensor.shape)
     if binary:
-        raise OipError(400, "binary data follows the JSON but no input declares binary_data_size")
+        raise InvalidInput("binary data follows the JSON but no input declares binary_data_size")
     if tensor.data is None:
-        raise OipError(400, f"input '{tensor.name}' has no data")
+        raise InvalidInput(f"input '{tensor.name}' has no data")
     if count > MAX_JSON_ELEMENTS:
-        raise OipError(413, f"input '{tensor.name}' of shape {tensor.shape} is over the limit of a request")
+        raise PayloadTooLarge(f"input '{tensor.name}' of shape {tensor.shape} is over the limit of a request")
     try:
         flat = np.asarray(tensor.data, dtype=np.float64 if dtype.kind == "f" else np.int64).reshape(-1)
     except (ValueError, TypeError, OverflowError):
-        raise OipError(400, f"input '{tensor.name}': data must be numbers, flat or nested row-major") from None
+        raise InvalidInput(f"input '{tensor.name}': data must be numbers, flat or nested row-major") from None
     if flat.size != count:
-        raise OipError(400, f"input '{tensor.name}': {flat.size} values for shape {tensor.shape} ({count})")
+        raise InvalidInput(f"input '{tensor.name}': {flat.size} values for shape {tensor.shape} ({count})")
     if dtype == np.uint8 and flat.size and (flat.min() < 0 or flat.max() > 255):
-        raise OipError(400, f"input '{tensor.name}': UINT8 values must be 0..255")
+        raise InvalidInput(f"input '{tensor.name}': UINT8 values must be 0..255")
     return flat.astype(dtype).reshape(tensor.shape)
 
 
@@ -197,9 +199,9 @@ def _quantile(parameters: dict[str, Scalar], calibrated: bool) -> float | None:
     if value is None:
         return None
     if not calibrated:
-        raise OipError(400, "parameter anomaly_quantile: the model being served has no anomaly calibration")
+        raise InvalidInput("parameter anomaly_quantile: the model being served has no anomaly calibration")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_QUANTILE <= value <= MAX_QUANTILE:
-        raise OipError(400, f"parameter anomaly_quantile must be a number in [{MIN_QUANTILE}, {MAX_QUANTILE}]")
+        raise InvalidInput(f"parameter anomaly_quantile must be a number in [{MIN_QUANTILE}, {MAX_QUANTILE}]")
     return float(value)
 
 
