@@ -1,6 +1,8 @@
 """The Open Inference Protocol (KServe v2) over REST: health, metadata and inference, for KServe,
 Triton and Seldon tooling (``tritonclient.http``). Inference goes through the same micro-batcher
-as the native endpoints; errors take the protocol's shape, ``{"error": "..."}``.
+as the native endpoints, behind the same guard (``ServiceState.admit``) and scoring; the routes
+raise the service's errors, which service/error_responses.py answers in the protocol's shape,
+``{"error": "..."}``.
 
 The model is ``mnist-ae``; its one version is the first 12 hex digits of the served checkpoint's
 sha256, so a roll-out shows as a new version and ``/versions/<old>`` stops answering.
