@@ -99,18 +99,25 @@ def format_table(rows: list[Row], digits: tuple[int, ...]) -> str:
     return "\n".join(lines)
 
 
-def write_report(path: Path, table: str, command: str, seconds: float, recipe: Recipe) -> None:
-    """Replace the table between the markers in ``path`` (docs/anomaly.md) with this run's."""
+def replace_between(path: Path, markers: tuple[str, str], body: str) -> None:
+    """Replace what stands between the two ``markers`` in ``path`` (a Markdown file) with ``body``."""
     text = path.read_text()
-    start, end = MARKERS
+    start, end = markers
     if start not in text or end not in text:
         raise ValueError(f"{path} has no {start} ... {end} block to write the table into")
-    block = (
-        f"{start}\n`{command}`: {seconds / 60:.1f} min on this machine ({torch.get_num_threads()} threads); "
-        f"{recipe.epochs} epochs, batch {recipe.batch_size}, peak lr {recipe.lr}, seed {recipe.seed}.\n\n"
-        f"{table}\n{end}"
-    )
+    block = f"{start}\n{body}\n{end}"
     path.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S))
+
+
+def write_report(path: Path, table: str, command: str, seconds: float, recipe: Recipe) -> None:
+    """Replace the table between the markers in ``path`` (docs/anomaly.md) with this run's."""
+    replace_between(
+        path,
+        MARKERS,
+        f"`{command}`: {seconds / 60:.1f} min on this machine ({torch.get_num_threads()} threads); "
+        f"{recipe.epochs} epochs, batch {recipe.batch_size}, peak lr {recipe.lr}, seed {recipe.seed}.\n\n"
+        f"{table}",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from service.calibration import DEFAULT_QUANTILE
 from service.checkpoint import CheckpointError, load_checkpoint
@@ -30,6 +28,7 @@ from service.codecs.images import unit_float
 from service.device import resolve_device
 from service.inference import Op, Predictor
 from service.scoring import is_anomaly
+from training.anomaly import replace_between
 from training.data import DEFAULT_DATA_DIR, DataError, load_mnist
 from training.ood_inputs import families, font_files
 from training.quality import auroc
@@ -84,15 +83,6 @@ def table(digits_flagged: float, digits: int, rows: list[FamilyRow], quantile: f
     return "\n".join(lines)
 
 
-def write_report(path: Path, text: str) -> None:
-    """Replace what stands between the markers in ``path`` with ``text``."""
-    document = path.read_text()
-    start, end = (re.escape(m) for m in MARKERS)
-    if not re.search(f"{start}.*{end}", document, re.S):
-        raise SystemExit(f"{path} has no {MARKERS[0]} ... {MARKERS[1]} section to write into")
-    path.write_text(re.sub(f"{start}.*{end}", lambda _: f"{MARKERS[0]}\n{text}\n{MARKERS[1]}", document, flags=re.S))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
@@ -113,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     if checkpoint.calibration is None:
         print(f"error: {args.checkpoint} has no calibration: add it with python -m training.calibrate", file=sys.stderr)
         return 1
-    torch.manual_seed(0)
     predictor = Predictor(checkpoint.model, device, checkpoint.calibration)
     digits = test.images.numpy()
     digits_flagged, rows = evaluate(predictor, digits, args.quantile)
@@ -126,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(text)
     if args.report is not None:
-        write_report(args.report, text)
+        try:
+            replace_between(args.report, MARKERS, text)
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

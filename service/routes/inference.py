@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -60,10 +61,11 @@ class InferenceRoute:
     response_model: type[BaseModel]  # the JSON answer
     png: str  # what the PNG answer shows
     headers: dict[str, str] = field(default_factory=dict)  # response headers beside the JSON body's fields
-    default_query: OutputQuery = field(init=False)  # for requests without a query string
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "default_query", self.query())
+    @cached_property
+    def default_query(self) -> OutputQuery:
+        """For requests without a query string: built once, not per request."""
+        return self.query()
 
     def parse_query(self, query_string: bytes) -> OutputQuery:
         """The query string as the route's model; 422 for a value it does not take."""
