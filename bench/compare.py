@@ -34,7 +34,14 @@ from tests.harness import REPO, LiveServer, start_server, stop_server
 
 EXAMPLES = REPO / "examples"
 NPY = "application/x-npy"
-RESULT_HEADERS = ("content-type", "x-reconstruction-mse", "x-anomaly-percentile", "x-anomaly", "x-anomaly-quantile")
+RESULT_HEADERS = (
+    "content-type",
+    "x-reconstruction-mse",
+    "x-novelty",
+    "x-anomaly-percentile",
+    "x-anomaly",
+    "x-anomaly-quantile",
+)
 
 
 def export(revision: str, into: Path) -> Path:

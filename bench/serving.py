@@ -79,8 +79,9 @@ class InstantModel:
 
     def run(self, op: Op, batch: np.ndarray) -> tuple[np.ndarray, ...]:
         n = len(batch)
-        if op is Op.RECONSTRUCT:  # images, MSE, and a percentile: the calibrated path, decisions included
-            return np.zeros((n, 1, 28, 28), np.float32), np.zeros(n, np.float32), np.full(n, 50, np.float32)
+        if op is Op.RECONSTRUCT:  # images and scores: the calibrated path, decisions included
+            zeros = np.zeros(n, np.float32)
+            return np.zeros((n, 1, 28, 28), np.float32), zeros, zeros, np.full(n, 50, np.float32), zeros.astype(bool)
         return (np.zeros((n, 16, 7, 7), np.float32),)
 
 
@@ -144,10 +145,11 @@ def stage_micros(batch: int) -> dict[str, float]:
     predictor = Predictor(checkpoint.model, torch.device("cpu"), checkpoint.calibration)
     limits = {"size": 28, "max_pixels": settings.max_image_pixels, "resize": False, "what": "body"}
     image = decode_image(body, **limits)[None]  # what an image/png body becomes
-    recon, mse, percentile = predictor.run(Op.RECONSTRUCT, image)
+    recon, mse, novelty, percentile, outlying = predictor.run(Op.RECONSTRUCT, image)
     images = np.repeat(image, batch, axis=0)
     decode = 1e6 * median_time(lambda: decode_image(body, **limits), 300)
-    scores = Scores(mse=mse, percentile=percentile, anomaly=is_anomaly(percentile, 0.99), quantile=0.99)
+    anomaly = is_anomaly(percentile, outlying, 0.99)
+    scores = Scores(mse=mse, novelty=novelty, percentile=percentile, anomaly=anomaly, quantile=0.99)
     encode = 1e6 * median_time(lambda: render_images(recon, OutputFormat.json, scores=scores), 300)
     whole, queue = asyncio.run(in_process_micros(batch))
     return {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ import torch
 from service.calibration import Calibration
 from service.fileio import atomic_write_bytes, sha256_hex
 from service.model import AutoEncoder, ModelConfig
+
+log = logging.getLogger(__name__)
 
 FORMAT = "mnist-autoencoder-checkpoint"
 FORMAT_VERSION = 1
@@ -160,6 +163,7 @@ def load_checkpoint(
     device: torch.device | str = "cpu",
     expected_config: ModelConfig | None = None,
     allow_seed_format: bool = True,
+    read_calibration: bool = True,
 ) -> Checkpoint:
     """Load and verify a checkpoint; the model comes back in eval mode on ``device``.
 
@@ -168,7 +172,8 @@ def load_checkpoint(
     holding non-finite weights, or carrying malformed calibration. ``expected_config``, when given, must equal the
     checkpoint's architecture (a service built for 28x28 inputs refuses anything else).
     ``allow_seed_format=False`` refuses seed-style ``.pt``/``.pth`` files, which go through
-    (restricted) unpickling: the service loads safetensors only.
+    (restricted) unpickling: the service loads safetensors only. ``read_calibration=False`` skips the
+    calibration, whatever it holds: for training.calibrate, which replaces it.
     """
     weights_path = resolve_weights_path(path)
     if weights_path.suffix in SEED_SUFFIXES and not allow_seed_format:
@@ -187,7 +192,9 @@ def load_checkpoint(
         state = _read_seed_state_dict(weights_path, blob)
     else:
         metadata = _read_metadata(weights_path, digest)
-        if "calibration" in metadata:  # absent is fine (served without decisions); malformed is not
+        if (
+            read_calibration and "calibration" in metadata
+        ):  # absent is fine (served without decisions); malformed is not
             try:
                 calibration = Calibration.from_dict(metadata["calibration"])
             except ValueError as exc:
@@ -208,11 +215,42 @@ def load_checkpoint(
             f"checkpoint {weights_path}: architecture {config.to_dict()} does not match "
             f"the expected {expected_config.to_dict()}"
         )
+    if calibration is not None:
+        _check_calibration_fits(weights_path, config, calibration)
     model = AutoEncoder(config)
     _check_state_dict(weights_path, model, state)
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
     return Checkpoint(model=model, path=weights_path, sha256=digest, metadata=metadata, calibration=calibration)
+
+
+def _check_calibration_fits(weights_path: Path, config: ModelConfig, calibration: Calibration) -> None:
+    """A calibration must hold the scores the model computes; an old (version 1) one is served on the
+    MSE alone, and the log says so."""
+    recalibrate = f"python -m training.calibrate {weights_path}"
+    if calibration.version == 1:
+        if config.novelty_channels:
+            log.warning(
+                "checkpoint %s: its calibration is version 1, from before the novelty head: the anomaly "
+                "decision uses the reconstruction MSE alone, which does not tell letters from digits; "
+                "recalibrate it: %s",
+                weights_path,
+                recalibrate,
+            )
+        else:
+            log.warning(
+                "checkpoint %s: its calibration is version 1; it is read as the MSE's quantiles, as it was "
+                "meant (%s writes the current version)",
+                weights_path,
+                recalibrate,
+            )
+    elif bool(config.novelty_channels) != (calibration.novelty is not None):
+        has = "has" if config.novelty_channels else "has no"
+        holds = "holds" if calibration.novelty is not None else "lacks"
+        raise CheckpointError(
+            f"checkpoint {weights_path}: the model {has} a novelty head but its calibration {holds} novelty "
+            f"quantiles; recompute it: {recalibrate}"
+        )
 
 
 def _read_metadata(weights_path: Path, digest: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
     from service.client import AutoencoderClient
     with AutoencoderClient("http://127.0.0.1:8000") as client:
         codes = client.encode(images)            # (N,28,28) uint8 or float in [0,1] -> (N,16,7,7)
-        result = client.reconstruct(images)      # .images (N,1,28,28), .mse, .percentile, .anomaly (N,)
+        result = client.reconstruct(images)      # .images (N,1,28,28), .mse, .novelty, .percentile, .anomaly
         digits = client.decode(codes)            # (N,1,28,28) in [0,1]
 
 Arrays travel as ``.npy`` both ways (exact float32, no JSON overhead). ``AsyncAutoencoderClient``
@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service.wire import ANOMALY_HEADER, MSE_HEADER, NPY_MEDIA_TYPE, PERCENTILE_HEADER, QUANTILE_HEADER
+from service.wire import ANOMALY_HEADER, MSE_HEADER, NOVELTY_HEADER, NPY_MEDIA_TYPE, PERCENTILE_HEADER, QUANTILE_HEADER
 
 
 class ServiceError(RuntimeError):
@@ -34,10 +34,11 @@ class ServiceError(RuntimeError):
 @dataclass(frozen=True)
 class Reconstruction:
     images: np.ndarray  # (N,1,28,28) float32 in [0,1]
-    mse: np.ndarray  # (N,) float32: MSE per pixel of each image, the anomaly score
+    mse: np.ndarray  # (N,) float32: MSE per pixel of each image
+    novelty: np.ndarray | None  # (N,) float32: log-odds that it is not a digit; None: the model has no head
     # None when the served checkpoint has no calibration:
-    percentile: np.ndarray | None  # (N,) float32: share of normal images scoring lower, 0..100
-    anomaly: np.ndarray | None  # (N,) bool: percentile above 100 x anomaly_quantile
+    percentile: np.ndarray | None  # (N,) float32: share of normal images whose decision score was lower, 0..100
+    anomaly: np.ndarray | None  # (N,) bool: percentile above 100 x anomaly_quantile, or MSE outside the normal range
     anomaly_quantile: float | None  # the threshold the decisions used
 
 
@@ -85,6 +86,7 @@ def _reconstruction(response: httpx.Response) -> Reconstruction:
     return Reconstruction(
         images=images,
         mse=mse,
+        novelty=_header_floats(response, NOVELTY_HEADER),
         percentile=_header_floats(response, PERCENTILE_HEADER),
         anomaly=None if anomaly is None else np.array([v == "true" for v in anomaly.split(",")]),
         anomaly_quantile=None if quantile is None else float(quantile),

@@ -1,9 +1,9 @@
 """The model behind the batcher: numpy arrays in, numpy arrays out. Knows nothing about HTTP.
 
 Each operation is one eager PyTorch function from a decoded batch to everything its response
-needs (forward pass, clamping to [0,1], per-image MSE and its percentile among normal images),
-run in inference mode by the batcher's single worker thread. The percentile comes from the
-calibration that travels with the weights, so a roll-out swaps both at once. On CPU the model
+needs (forward pass, clamping to [0,1], each image's scores and where they lie among normal
+images), run in inference mode by the batcher's single worker thread. The percentile comes from
+the calibration that travels with the weights, so a roll-out swaps both at once. On CPU the model
 runs channels-last, about 2x faster for these small convolutions, and the decoder runs with each
 2x upsampling folded into the convolution after it (service/folding.py): the same function within
 1e-6, 1.2x faster from batches of 32 on.
@@ -21,13 +21,14 @@ from torch import nn
 from service.calibration import Calibration
 from service.folding import FoldedDecoder
 from service.model import AutoEncoder
-from service.scoring import percentiles, reconstruction_mse
+from service.scoring import assess, novelty, reconstruction_mse
 
 
 class Op(enum.StrEnum):
     ENCODE = "encode"  # images (N,28,28) -> latents (N,16,7,7)
     DECODE = "decode"  # latents (N,16,7,7) -> images (N,1,28,28) in [0,1]
-    # images -> (images (N,1,28,28) in [0,1], MSE per image (N,), percentile per image (N,): NaN uncalibrated)
+    # images -> (images (N,1,28,28) in [0,1], and per image (N,): MSE, novelty (NaN without a head),
+    # percentile of the decision score (NaN uncalibrated), MSE outside the normal range (bool))
     RECONSTRUCT = "reconstruct"
     ANALYZE = "analyze"  # images -> RECONSTRUCT's outputs and the latents (N,16,7,7): the v2 protocol's outputs
 
@@ -41,7 +42,7 @@ class Predictor:
         self.calibration = calibration
         self._memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
         model = model.to(device).eval().to(memory_format=self._memory_format)
-        self._encoder: nn.Module = nn.Sequential(model.en, model.to_code)
+        self._features, self._to_code, self._head = model.en, model.to_code, model.novelty_head
         self._decoder: nn.Module = FoldedDecoder(model)
 
     def _images(self, batch: np.ndarray) -> torch.Tensor:
@@ -59,19 +60,23 @@ class Predictor:
             outputs: tuple[torch.Tensor, ...] = (images.clamp(0.0, 1.0),)
         else:
             x = self._images(batch)
-            latents = self._encoder(x)  # (N,16,7,7)
+            features = self._features(x)  # (N,16,7,7)
+            latents = self._to_code(features)  # the same, or (N,8,1,1) with a dense bottleneck
             if op is Op.ENCODE:
                 outputs = (latents,)
             else:
                 recon = self._decoder(latents).clamp(0.0, 1.0)  # (N,1,28,28), as AutoEncoder.reconstruct
                 mse = reconstruction_mse(recon, x)  # (N,)
-                outputs = (recon, mse, latents) if op is Op.ANALYZE else (recon, mse)
+                novel = torch.full_like(mse, torch.nan) if self._head is None else novelty(self._head(features))
+                outputs = (recon, mse, novel, latents) if op is Op.ANALYZE else (recon, mse, novel)
         # contiguous NCHW float32 on the CPU: what the codecs and the batcher's row split expect
         arrays = tuple(t.contiguous().cpu().numpy() for t in outputs)
         if op in (Op.RECONSTRUCT, Op.ANALYZE):
             # here, with the weights that made them: a roll-out swaps the weights and their calibration at once
-            percentile = percentiles(arrays[1], self.calibration)
-            arrays = (*arrays[:2], percentile, *arrays[2:])  # (recon, mse, percentile[, latents])
+            recon_, mse_, novel_ = arrays[:3]
+            percentile, outlying = assess(mse_, None if self._head is None else novel_, self.calibration)
+            # (recon, mse, novelty, percentile, outlying[, latents])
+            arrays = (recon_, mse_, novel_, percentile, outlying, *arrays[3:])
         return arrays
 
     def warmup(self, batches: int, batch_size: int) -> float:

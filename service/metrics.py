@@ -35,6 +35,9 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 # per-image reconstruction MSE: the shipped model's normal digits lie around 0.001-0.006 (p99 about
 # 0.008), foreign inputs from 0.02 (inverted digits, noise) to 0.9 (an all-white image)
 MSE_BUCKETS = (0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015, 0.02, 0.05, 0.1, 0.2, 0.5)
+# per-image novelty (log-odds of "not a digit"): the shipped model's normal digits lie below about -4
+# (p99), letters spread from -10 to +10, strokes and noise above
+NOVELTY_BUCKETS = (-12.0, -8.0, -6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0, 12.0)
 
 
 class Metrics:
@@ -107,6 +110,12 @@ class Metrics:
             buckets=MSE_BUCKETS,
             registry=r,
         )
+        self.novelty = Histogram(
+            "mnist_ae_novelty",
+            "Per image reconstructed by a model with a novelty head: its novelty, the decision score",
+            buckets=NOVELTY_BUCKETS,
+            registry=r,
+        )
         self.anomalies = Counter(
             "mnist_ae_anomalies_flagged",
             "Images /reconstruct flagged as anomalies (at each request's quantile)",
@@ -129,10 +138,13 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def observe_scores(self, mse: np.ndarray, anomaly: np.ndarray | None) -> None:
-        """Each reconstructed image's score, and how many of them were flagged (None: uncalibrated)."""
+    def observe_scores(self, mse: np.ndarray, novelty: np.ndarray | None, anomaly: np.ndarray | None) -> None:
+        """Each reconstructed image's scores (novelty None: no head), and how many of them were flagged
+        (None: uncalibrated)."""
         for value in mse.tolist():
             self.reconstruction_mse.observe(value)
+        for value in [] if novelty is None else novelty.tolist():
+            self.novelty.observe(value)
         if anomaly is not None and (flagged := int(anomaly.sum())):
             self.anomalies.inc(flagged)
 

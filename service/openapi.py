@@ -23,7 +23,7 @@ from service.schemas import (
     ReconstructResponse,
     TensorResponse,
 )
-from service.wire import ANOMALY_HEADER, MSE_HEADER, NPY_MEDIA_TYPE, PERCENTILE_HEADER, QUANTILE_HEADER
+from service.wire import ANOMALY_HEADER, MSE_HEADER, NOVELTY_HEADER, NPY_MEDIA_TYPE, PERCENTILE_HEADER, QUANTILE_HEADER
 
 if TYPE_CHECKING:  # the routes import the request bodies from here
     from service.routes.inference import InferenceRoute
@@ -71,7 +71,9 @@ LATENTS_BODY: dict[str, Any] = {
 }
 SCORE_HEADERS = {
     MSE_HEADER: "per-image MSE, comma-separated (PNG and .npy)",
-    PERCENTILE_HEADER: "per-image percentile among normal images, 0..100 (absent if uncalibrated)",
+    NOVELTY_HEADER: "per-image novelty: log-odds that the image is not a digit (absent without a novelty head)",
+    PERCENTILE_HEADER: "per-image percentile of the decision score among normal images, 0..100 "
+    "(absent if uncalibrated)",
     ANOMALY_HEADER: "per-image decision, true or false (absent if uncalibrated)",
     QUANTILE_HEADER: "the threshold quantile of the decisions (absent if uncalibrated)",
 }

@@ -3,8 +3,9 @@
 ``?format=json|png|npy`` wins (handy in browsers and curl); otherwise the ``Accept`` header
 decides, by quality value; with neither, JSON. PNG renders one image as itself, a batch as one
 grid, and latent codes as a mosaic of their channels. For /reconstruct the per-image scores (MSE,
-percentile, anomaly) ride in the JSON body, or in ``X-Reconstruction-MSE``, ``X-Anomaly-Percentile``
-and ``X-Anomaly`` headers for PNG and .npy; an error map renders as a heatmap PNG.
+novelty, percentile, anomaly) ride in the JSON body, or in ``X-Reconstruction-MSE``, ``X-Novelty``,
+``X-Anomaly-Percentile`` and ``X-Anomaly`` headers for PNG and .npy; an error map renders as a
+heatmap PNG.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from service.codecs.npy import npy_bytes
 from service.errors import NotAcceptable
 from service.http_json import json_response
 from service.scoring import Scores
-from service.wire import ANOMALY_HEADER, MSE_HEADER, NPY_MEDIA_TYPE, PERCENTILE_HEADER, QUANTILE_HEADER
+from service.wire import (
+    ANOMALY_HEADER,
+    MSE_HEADER,
+    NOVELTY_HEADER,
+    NPY_MEDIA_TYPE,
+    PERCENTILE_HEADER,
+    QUANTILE_HEADER,
+)
 
 
 class OutputFormat(enum.StrEnum):
@@ -74,6 +82,7 @@ def choose_format(requested: OutputFormat | None, accept: str | None) -> OutputF
 def _score_fields(scores: Scores) -> dict[str, object]:
     return {
         "mse": scores.mse,
+        "novelty": scores.novelty,
         "percentile": scores.percentile,
         "anomaly": scores.anomaly,
         "anomaly_quantile": scores.quantile,
@@ -83,6 +92,8 @@ def _score_fields(scores: Scores) -> dict[str, object]:
 def _score_headers(scores: Scores) -> dict[str, str]:
     # Python floats format 2-4x faster than numpy scalars: 190 µs instead of 340 for 256 images
     headers = {MSE_HEADER: ",".join(f"{v:.6g}" for v in scores.mse.tolist())}
+    if scores.novelty is not None:
+        headers[NOVELTY_HEADER] = ",".join(f"{v:.4g}" for v in scores.novelty.tolist())
     if scores.percentile is not None and scores.anomaly is not None:
         headers[PERCENTILE_HEADER] = ",".join(f"{v:.4g}" for v in scores.percentile.tolist())
         headers[ANOMALY_HEADER] = ",".join("true" if v else "false" for v in scores.anomaly.tolist())

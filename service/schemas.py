@@ -124,16 +124,24 @@ class TensorResponse(BaseModel):
 class ReconstructResponse(TensorResponse):
     mse: list[float] = Field(
         description="per image: mean squared error per pixel between input and reconstruction, on [0,1]; "
-        "a high value flags an input unlike the training digits (the anomaly score)",
+        "high for what the model cannot redraw (noise, inverted or white images), low for anything drawn "
+        "with pen strokes, letters included",
         examples=[[0.0021]],
     )
+    novelty: list[float] | None = Field(
+        description="per image: the log-odds, by the model's novelty head, that the image is not a digit "
+        "(docs/anomaly.md); the decision score; null when the model has no novelty head",
+        examples=[[-9.3]],
+    )
     percentile: list[float] | None = Field(
-        description="per image: the share of normal images (held out from training) that scored lower, 0..100; "
-        "null when the checkpoint has no calibration",
+        description="per image: the share of normal images (held out from training) whose decision score (the "
+        "novelty, or the MSE for a model without a head) was lower, 0..100; null when the checkpoint has no "
+        "calibration",
         examples=[[41.7]],
     )
     anomaly: list[bool] | None = Field(
-        description="per image: true when its percentile is above 100 x anomaly_quantile; null when uncalibrated",
+        description="per image: true when its percentile is above 100 x anomaly_quantile, or its MSE lies "
+        "outside the range of every normal image's; null when uncalibrated",
         examples=[[False]],
     )
     anomaly_quantile: float | None = Field(
@@ -182,8 +190,9 @@ class ModelInfo(BaseModel):
     input_shape: list[int] = Field(examples=[[1, 28, 28]])
     latent_shape: list[int] = Field(examples=[[16, 7, 7]])
     calibration: dict[str, Any] | None = Field(
-        description="the anomaly calibration: quantiles of the normal images' MSE (overall and per digit), the "
-        "digits that count as normal, and the threshold in force; null when the checkpoint has none"
+        description="the anomaly calibration: quantiles of the normal images' scores (overall and per digit), the "
+        "digits that count as normal, the decision score and its threshold in force; null when the checkpoint "
+        "has none"
     )
     versions: dict[str, str]
     batching: dict[str, float]

@@ -49,9 +49,10 @@ def centred_checkpoint(tmp_path: Path, random_model: AutoEncoder) -> Path:
 async def test_reconstruct_answers_mse_percentile_and_a_decision(api: httpx.AsyncClient) -> None:
     body = await scores(api)
     mse = np.array(body["mse"], dtype=np.float32)
-    np.testing.assert_allclose(body["percentile"], TINY_CALIBRATION.percentiles(mse), atol=1e-4)
-    expected = [p > 99 or p <= 0 for p in TINY_CALIBRATION.percentiles(mse)]
-    assert body["anomaly"] == expected and body["anomaly_quantile"] == 0.99
+    percentile = TINY_CALIBRATION.mse.percentiles(mse)  # a model without a novelty head decides on its MSE
+    np.testing.assert_allclose(body["percentile"], percentile, atol=1e-4)
+    expected = [p > 99 or p <= 0 for p in percentile]
+    assert body["anomaly"] == expected and body["anomaly_quantile"] == 0.99 and body["novelty"] is None
 
 
 async def test_the_fields_ride_in_headers_for_png_and_npy(api: httpx.AsyncClient) -> None:
@@ -86,7 +87,7 @@ async def test_anomaly_quantile_moves_the_threshold(centred_checkpoint: Path) ->
         body = await scores(api)
         assert body["anomaly"][0] is True and body["anomaly_quantile"] == 0.7
         info = (await api.get("/model")).json()["calibration"]
-        assert info["anomaly_quantile"] == 0.7 and info["threshold_mse"] == pytest.approx(body["mse"][0] * 0.7 / 0.75)
+        assert info["anomaly_quantile"] == 0.7 and info["threshold"] == pytest.approx(body["mse"][0] * 0.7 / 0.75)
 
 
 @pytest.mark.parametrize("value", ["0.3", "1", "0.9999", "-1", "nan", "inf", "abc"])
@@ -122,9 +123,11 @@ async def test_model_shows_the_calibration_and_the_threshold(api: httpx.AsyncCli
     info = (await api.get("/model")).json()["calibration"]
     assert info["normal_digits"] == list(range(10)) and info["split"] == "validation" and info["images"] == 1001
     assert info["anomaly_quantile"] == 0.99
-    assert info["threshold_mse"] == pytest.approx(TINY_CALIBRATION.threshold(0.99))
-    assert info["quantiles"]["p99"] == pytest.approx(0.199)  # evenly spread over [0.1, 0.2]
-    assert set(info["per_digit"]) == {str(d) for d in range(10)}
+    assert info["decision_score"] == "mse" and info["version"] == 2
+    assert info["threshold"] == pytest.approx(TINY_CALIBRATION.threshold(0.99))
+    assert info["scores"]["mse"]["p99"] == pytest.approx(0.199)  # evenly spread over [0.1, 0.2]
+    assert set(info["scores"]["mse"]["per_digit"]) == {str(d) for d in range(10)}
+    assert info["normal_mse_range"] == [0.1, 0.2]
 
 
 async def test_the_metrics_count_scores_and_flags(centred_checkpoint: Path) -> None:
@@ -163,7 +166,7 @@ async def test_a_one_class_model_serves_like_any_other(tmp_path: Path) -> None:
     async with in_process(service_settings(path)) as (_, api):
         info = (await api.get("/model")).json()
         assert info["latent_shape"] == [8, 1, 1] and info["calibration"]["normal_digits"] == [3]
-        assert set(info["calibration"]["per_digit"]) == {"3"}
+        assert set(info["calibration"]["images_per_digit"]) == {"3"}
         codes = np.load(io.BytesIO((await api.post("/encode", params={"format": "npy"}, **NPY)).content))
         assert codes.shape == (4, 8, 1, 1)
         decoded = await api.post(

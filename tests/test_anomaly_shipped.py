@@ -3,6 +3,7 @@ client, the real MNIST test set, and inputs that are obviously not digits."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -11,8 +12,10 @@ import numpy as np
 import pytest
 
 from service.client import AutoencoderClient
-from tests.harness import LiveServer
+from tests.harness import REPO, LiveServer
 from training.data import MnistSplit
+from training.ood_inputs import LETTERS, SYMBOLS, render_characters
+from training.quality import auroc
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +84,57 @@ def test_the_metrics_count_the_flags_and_the_alert_rule_names_real_metrics(live_
     assert value(after, flags) - value(before, flags) == 3
     count = "mnist_ae_reconstruction_mse_count"
     assert value(after, count) - value(before, count) == 3
+    assert value(after, "mnist_ae_novelty_count") - value(before, "mnist_ae_novelty_count") == 3
     # the example alert rule in docs/reference.md uses metrics the service really exports
     rule = Path(__file__).resolve().parent.parent.joinpath("docs", "reference.md").read_text()
     used = set(re.findall(r"rate\((mnist_ae_\w+)\[", rule))
     assert used == {flags, count}
+
+
+def test_letters_and_symbols_score_above_digits_and_most_are_flagged(
+    live_server: LiveServer, mnist_test: MnistSplit
+) -> None:
+    """Characters rendered MNIST-style in Pillow's own font (always there, whatever fonts are
+    installed), which nothing trained on: the novelty ranks them above the test digits and the
+    decision flags most of them, while the MSE alone cannot tell them apart."""
+    digits = mnist_test.images[:2000].numpy()
+    characters = {"letters": render_characters(LETTERS, files=[]), "symbols": render_characters(SYMBOLS, files=[])}
+    with AutoencoderClient(live_server.url, timeout=120) as client:
+        normal = client.reconstruct(digits)
+        assert normal.novelty is not None and normal.anomaly is not None
+        assert normal.anomaly.mean() <= 0.02
+        for name, images in characters.items():
+            foreign = client.reconstruct(images)
+            assert foreign.novelty is not None and foreign.anomaly is not None
+            positive = np.r_[np.zeros(len(digits), bool), np.ones(len(images), bool)]
+            novelty = auroc(np.r_[normal.novelty, foreign.novelty], positive)
+            mse = auroc(np.r_[normal.mse, foreign.mse], positive)
+            assert novelty >= 0.9 and foreign.anomaly.mean() >= 0.5, (name, novelty, foreign.anomaly.mean())
+            assert mse < 0.7, (name, mse)
+
+
+def test_the_readme_claims_what_the_ood_table_measured() -> None:
+    """The README's figures are the ones python -m training.ood wrote into docs/anomaly.md, for the
+    weights that are shipped."""
+    readme = (REPO / "README.md").read_text()
+    report = (REPO / "docs" / "anomaly.md").read_text()
+    table = report[report.index("<!-- ood-table:start -->") : report.index("<!-- ood-table:end -->")]
+    shipped = json.loads((REPO / "weights" / "autoencoder.json").read_text())["weights_sha256"]
+    assert f"sha256 {shipped[:12]}" in table, "the table was measured on the shipped weights"
+    rows = {
+        row.split("|")[1].strip(): [cell.strip() for cell in row.split("|")[2:-1]]
+        for row in table.splitlines()
+        if row.startswith("| ")
+    }
+    letters, symbols, digits = rows["letters"], rows["symbols"], rows["test digits (normal)"]
+
+    def percent(cell: str, decimals: int) -> str:
+        return f"{float(cell.removesuffix('%')):.{decimals}f}%"
+
+    claim = (
+        f"{percent(letters[2], 0)} of letters and {percent(symbols[2], 0)} of symbols flagged "
+        f"(AUROC {letters[1]} and {symbols[1]})"
+    )
+    flowing = " ".join(readme.split())
+    assert claim in flowing, claim
+    assert f"{percent(digits[2], 1)} of the 10,000 MNIST test digits" in flowing

@@ -31,7 +31,7 @@ def expected(checkpoint: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarr
     predictor = Predictor(ckpt.model, ckpt.device)
     x = images.astype(np.float32) / 255
     (latents,) = predictor.run(Op.ENCODE, x)
-    recon, mse, _ = predictor.run(Op.RECONSTRUCT, x)
+    recon, mse, *_ = predictor.run(Op.RECONSTRUCT, x)
     return latents, recon, mse
 
 

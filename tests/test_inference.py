@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from service import scoring
 from service.checkpoint import load_checkpoint
 from service.inference import Op, Predictor
 from tests.conftest import SHIPPED_WEIGHTS
@@ -28,12 +29,15 @@ def test_every_operation_is_the_trained_models_up_to_rounding(predictor: Predict
     x = torch.from_numpy(images).unsqueeze(1)
     with torch.no_grad():
         latents, recon = model.encode(x), model.reconstruct(x)
+        novelty = scoring.novelty(model.novelty_logits(model.en(x)))
         decoded = model.decode_images(latents)
     (got_latents,) = predictor.run(Op.ENCODE, images)
-    got_recon, got_mse, got_percentile = predictor.run(Op.RECONSTRUCT, images)
+    got_recon, got_mse, got_novelty, got_percentile, got_outlying = predictor.run(Op.RECONSTRUCT, images)
     (got_decoded,) = predictor.run(Op.DECODE, latents.numpy())
-    for got in (got_latents, got_recon, got_mse, got_percentile, got_decoded):
+    for got in (got_latents, got_recon, got_mse, got_novelty, got_percentile, got_decoded):
         assert got.dtype == np.float32 and got.shape[0] == n and got.flags.c_contiguous
+    assert np.isnan(got_percentile).all() and not got_outlying.any(), "no calibration given to this predictor"
+    np.testing.assert_allclose(got_novelty, novelty.numpy(), atol=1e-4, rtol=1e-5)
     np.testing.assert_allclose(got_latents, latents.numpy(), atol=TOLERANCE, rtol=1e-6)  # codes reach ~10
     np.testing.assert_allclose(got_recon, recon.numpy(), atol=TOLERANCE, rtol=0)
     np.testing.assert_allclose(got_decoded, decoded.numpy(), atol=TOLERANCE, rtol=0)

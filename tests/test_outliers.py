@@ -23,30 +23,32 @@ def digits(n: int = 20) -> tuple[np.ndarray, np.ndarray]:
 
 def test_every_kind_is_made_mnist_style_and_repeatably() -> None:
     images, labels = digits()
-    made = outlier_exposure(images, labels, 6, seed=2)
+    made = outlier_exposure(images, labels, dict.fromkeys(KINDS, 6), seed=2)
     assert tuple(made) == KINDS
     for kind, batch in made.items():
         assert batch.shape == (6, 28, 28) and batch.dtype == np.uint8, kind
         assert all(image.any() for image in batch), kind
-    again = outlier_exposure(images, labels, 6, seed=2)
+    again = outlier_exposure(images, labels, dict.fromkeys(KINDS, 6), seed=2)
     for kind in KINDS:
         np.testing.assert_array_equal(made[kind], again[kind])
-    assert not np.array_equal(made["strokes"], outlier_exposure(images, labels, 6, seed=3)["strokes"])
+    assert not np.array_equal(
+        made["strokes"], outlier_exposure(images, labels, dict.fromkeys(KINDS, 6), seed=3)["strokes"]
+    )
 
 
 def test_drawings_fit_mnist_s_20x20_box() -> None:
     images, labels = digits()
     for kind in ("strokes", "blobs", "chimeras"):
-        for image in outlier_exposure(images, labels, 8, seed=4)[kind]:
+        for image in outlier_exposure(images, labels, dict.fromkeys(KINDS, 8), seed=4)[kind]:
             rows, cols = np.nonzero(image)
             assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 <= 21, kind
 
 
 def test_chimeras_join_digits_of_two_classes() -> None:
     images, labels = digits()
-    chimeras = outlier_exposure(images, labels, 30, seed=5)["chimeras"]
+    chimeras = outlier_exposure(images, labels, dict.fromkeys(KINDS, 30), seed=5)["chimeras"]
     # a vertical and a horizontal bar together: ink both in a long row and a long column
     crossed = [(image.max(axis=1) > 0).sum() > 8 and (image.max(axis=0) > 0).sum() > 8 for image in chimeras]
     assert sum(crossed) >= 20
     with pytest.raises(ValueError, match="two classes"):
-        outlier_exposure(images[labels == 0], labels[labels == 0], 2)
+        outlier_exposure(images[labels == 0], labels[labels == 0], dict.fromkeys(KINDS, 2))

@@ -10,7 +10,7 @@ from PIL import Image
 from service.errors import NotAcceptable
 from service.responses import OutputFormat, choose_format, render_images, render_latents
 from service.scoring import Scores
-from service.wire import ANOMALY_HEADER, MSE_HEADER, PERCENTILE_HEADER, QUANTILE_HEADER
+from service.wire import ANOMALY_HEADER, MSE_HEADER, NOVELTY_HEADER, PERCENTILE_HEADER, QUANTILE_HEADER
 
 
 @pytest.mark.parametrize(
@@ -40,26 +40,29 @@ def test_render_formats() -> None:
     images = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
     mse = np.array([0.1, 0.2, 0.3], np.float32)
     percentile = np.array([12.5, 99.25, 100.0], np.float32)
-    scores = Scores(mse=mse, percentile=percentile, anomaly=percentile > 99, quantile=0.99)
+    novelty = np.array([-9.5, 3.25, 12.0], np.float32)
+    scores = Scores(mse=mse, novelty=novelty, percentile=percentile, anomaly=percentile > 99, quantile=0.99)
     body = orjson.loads(render_images(images, OutputFormat.json, scores=scores).body)
     assert body["shape"] == [3, 1, 28, 28] and body["dtype"] == "float32"
     np.testing.assert_allclose(np.array(body["data"], np.float32), images)
     np.testing.assert_allclose(body["mse"], mse)
     assert body["percentile"] == [12.5, 99.25, 100.0] and body["anomaly"] == [False, True, True]
-    assert body["anomaly_quantile"] == 0.99
+    assert body["anomaly_quantile"] == 0.99 and body["novelty"] == [-9.5, 3.25, 12.0]
 
     npy = render_images(images, OutputFormat.npy, scores=scores)
     np.testing.assert_array_equal(np.load(io.BytesIO(npy.body)), images)
     assert npy.headers[MSE_HEADER] == "0.1,0.2,0.3"
     assert npy.headers[PERCENTILE_HEADER] == "12.5,99.25,100" and npy.headers[ANOMALY_HEADER] == "false,true,true"
-    assert npy.headers[QUANTILE_HEADER] == "0.99"
+    assert npy.headers[QUANTILE_HEADER] == "0.99" and npy.headers[NOVELTY_HEADER] == "-9.5,3.25,12"
 
     # an uncalibrated model: the MSE alone, and the JSON says plainly that there is no decision
-    bare = Scores(mse=mse, percentile=None, anomaly=None, quantile=None)
+    bare = Scores(mse=mse, novelty=None, percentile=None, anomaly=None, quantile=None)
     body = orjson.loads(render_images(images, OutputFormat.json, scores=bare).body)
     assert body["percentile"] is None and body["anomaly"] is None and body["anomaly_quantile"] is None
+    assert body["novelty"] is None, "a model without a novelty head"
     headers = render_images(images, OutputFormat.png, scores=bare).headers
     assert MSE_HEADER in headers and PERCENTILE_HEADER not in headers and ANOMALY_HEADER not in headers
+    assert NOVELTY_HEADER not in headers
 
     # an error map: squared errors as an array, an RGB heatmap of the absolute error as PNG
     errors = np.zeros((2, 1, 28, 28), np.float32)

@@ -25,6 +25,9 @@ def test_cli_writes_a_verified_checkpoint_metrics_and_pictures(tmp_path: Path, m
     assert set(meta["metrics"]) >= {"test_mse", "test_psnr", "test_ssim", "per_digit_mse"}
     assert set(meta["metrics"]["per_digit_mse"]) == {str(d) for d in range(10)}
     assert meta["dataset"]["md5"]["t10k-images-idx3-ubyte"] == "2646ac647ad5339dbf082846283269ea"
+    # then the novelty head, on the images trained on, and a calibration of both scores
+    assert ckpt.config.novelty_channels == 32 and meta["training"]["novelty"]["digits"] == 1000
+    assert ckpt.calibration is not None and ckpt.calibration.decision_score == "novelty"
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
     assert {"train_mse", "test_mse", "test_psnr", "lr"} <= set(lines[0])
@@ -120,6 +123,7 @@ def test_one_class_training_records_its_digits_and_calibrates_on_held_out_ones(t
     training = ckpt.metadata["training"]
     assert training["digits"] == [3] and training["code_size"] == 8 and training["train_images"] == 500
     assert ckpt.config.code_size == 8 and ckpt.config.latent_shape == (8, 1, 1)
+    assert training["novelty_channels"] == 0 and ckpt.config.novelty_channels == 0, "no head: it learns ten digits"
     assert set(ckpt.metrics["per_digit_mse"]) == {"3"}, "scored on its own digit"
     calibration = ckpt.calibration
     assert calibration is not None and calibration.digits == (3,) and calibration.split == "validation"
@@ -150,6 +154,7 @@ def test_calibrate_recomputes_the_same_calibration_and_keeps_the_weights(tmp_pat
     assert after is not None and trained is not None
     assert after.images == trained.images == 1000 and after.split == "validation"
     assert after.threshold(0.99) == pytest.approx(trained.threshold(0.99), rel=1e-5)
+    assert after.novelty is not None and after.decision_score == "novelty"
     # without a recorded held-out split: the test set, and it says so
     meta = json.loads(meta_path.read_text())
     del meta["training"]["validation"]

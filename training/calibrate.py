@@ -1,5 +1,6 @@
-"""Calibrate a checkpoint's anomaly score: score normal images it did not train on, store the
-quantiles of their reconstruction MSE in its metadata (service/calibration.py says how they are used).
+"""Calibrate a checkpoint's anomaly scores: score normal images it did not train on, store the
+quantiles of their reconstruction MSE (and novelty, for a model with a novelty head) in its metadata
+(service/calibration.py says how they are used).
 
     python -m training.calibrate weights/autoencoder.safetensors
 
@@ -31,9 +32,10 @@ log = logging.getLogger(__name__)
 
 
 def calibrate(model: AutoEncoder, normal: MnistSplit, *, device: torch.device | str, split: str) -> Calibration:
-    """Quantiles of ``model``'s reconstruction MSE on the ``normal`` images, overall and per digit."""
+    """Quantiles of ``model``'s scores (MSE, and novelty with a head) on the ``normal`` images, overall and
+    per digit."""
     scores = anomaly_scores(model, normal.images, device=device)
-    return Calibration.from_scores(scores, normal.labels.numpy(), split=split)
+    return Calibration.from_scores(scores.mse, normal.labels.numpy(), split=split, novelty=scores.novelty)
 
 
 def normal_images(checkpoint: Checkpoint, data_dir: Path) -> tuple[MnistSplit, str]:
@@ -56,8 +58,8 @@ def normal_images(checkpoint: Checkpoint, data_dir: Path) -> tuple[MnistSplit, s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.calibrate",
-        description="Store the anomaly calibration (quantiles of the reconstruction MSE of held-out normal "
-        "images) in a checkpoint's metadata.",
+        description="Store the anomaly calibration (quantiles of the scores of held-out normal images: the "
+        "reconstruction MSE, and the novelty with a novelty head) in a checkpoint's metadata.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint (its .json beside it is rewritten)")
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         device = resolve_device(args.device)
-        checkpoint = load_checkpoint(args.checkpoint, device=device, allow_seed_format=False)
+        # its calibration, which may be old or broken, is what this replaces
+        checkpoint = load_checkpoint(args.checkpoint, device=device, allow_seed_format=False, read_calibration=False)
         normal, split = normal_images(checkpoint, args.data_dir)
     except (CheckpointError, DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -77,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     load_checkpoint(checkpoint.path)  # what the service will do: it must accept what was written
     summary = calibration.summary(0.99)
     print(f"{checkpoint.path}: calibrated on {calibration.images} {split} images of digits {list(calibration.digits)}")
-    print("  " + "  ".join(f"{name} {value:.6f}" for name, value in summary["quantiles"].items()))
+    for name, quantiles in summary["scores"].items():
+        print(
+            f"  {name:8s}"
+            + "  ".join(f"{level} {value:.6g}" for level, value in quantiles.items() if level != "per_digit")
+        )
+    print(f"  the decision score: {calibration.decision_score}")
     return 0
 
 

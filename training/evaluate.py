@@ -20,7 +20,7 @@ from service.checkpoint import CheckpointError, load_checkpoint
 from service.codecs.images import unit_float
 from service.device import resolve_device
 from service.model import AutoEncoder
-from service.scoring import reconstruction_mse
+from service.scoring import novelty, reconstruction_mse
 from training.data import DEFAULT_DATA_DIR, DataError, MnistSplit, load_mnist
 from training.quality import psnr, ssim_per_image
 
@@ -46,20 +46,30 @@ def images_to_float(images: torch.Tensor, device: torch.device | str) -> torch.T
     return torch.from_numpy(unit_float(images.numpy())).unsqueeze(1).to(device, non_blocking=True)
 
 
+@dataclass(frozen=True)
+class ImageScores:
+    mse: np.ndarray  # (N,) float32
+    novelty: np.ndarray | None  # (N,) float32; None: the model has no novelty head
+
+
 @torch.inference_mode()
 def anomaly_scores(
     model: AutoEncoder, images: torch.Tensor, *, device: torch.device | str, batch_size: int = 1000
-) -> np.ndarray:
-    """(N,28,28) uint8 -> (N,) float32: each image's anomaly score, as the service computes it
-    (service/scoring.py)."""
+) -> ImageScores:
+    """(N,28,28) uint8 -> each image's scores, as the service computes them (service/scoring.py)."""
     was_training = model.training
     model.eval()
-    scores = [
-        reconstruction_mse(model.reconstruct(x), x).cpu()
-        for x in (images_to_float(images[i : i + batch_size], device) for i in range(0, len(images), batch_size))
-    ]
+    mse, novel = [], []
+    for start in range(0, len(images), batch_size):
+        x = images_to_float(images[start : start + batch_size], device)
+        mse.append(reconstruction_mse(model.reconstruct(x), x).cpu())
+        if model.novelty_head is not None:
+            novel.append(novelty(model.novelty_logits(model.en(x))).cpu())
     model.train(was_training)
-    return torch.cat(scores).numpy().astype(np.float32)
+    return ImageScores(
+        mse=torch.cat(mse).numpy().astype(np.float32),
+        novelty=torch.cat(novel).numpy().astype(np.float32) if novel else None,
+    )
 
 
 @torch.inference_mode()

@@ -6,9 +6,12 @@ the MNIST test digits, scored as the service scores them.
 
 For each family of non-digits (training/ood_inputs.py: letters and symbols in several fonts,
 random scribbles, noise, blank, all-white and inverted digits), made MNIST-style, it prints the
-AUROC of the service's anomaly score for telling the family from the 10,000 test digits, and the
+AUROC of the service's anomaly decision for telling the family from the 10,000 test digits, and the
 share of the family the service flags at the quantile (default: the service's, 0.99), beside the
-share of test digits flagged. The images go through the service's own predictor and scoring.
+share of test digits flagged. The decision ranks images by the percentile of the decision score,
+and those whose MSE is outside the normal range above all (service/scoring.py); the AUROC of the
+MSE alone and of the novelty alone (for a model with a novelty head) are beside it. The images go
+through the service's own predictor and scoring.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ MARKERS = ("<!-- ood-table:start -->", "<!-- ood-table:end -->")
 
 @dataclass(frozen=True)
 class Scored:
-    score: np.ndarray  # (N,) the score the decision is made from, higher is more anomalous
+    mse: np.ndarray  # (N,)
+    novelty: np.ndarray | None  # (N,); None: the model has no novelty head
+    rank: np.ndarray  # (N,) the decision's order: the percentile, or above 100 when the MSE is outlying
     flagged: np.ndarray  # (N,) bool, at the quantile
 
 
@@ -47,18 +52,20 @@ class Scored:
 class FamilyRow:
     name: str
     images: int
-    auroc: float  # of the score, this family against the test digits
+    auroc: float  # of the decision, this family against the test digits
     flagged: float  # share flagged at the quantile
+    auroc_mse: float
+    auroc_novelty: float | None
 
 
 def score(predictor: Predictor, images: np.ndarray, quantile: float, batch: int = 1000) -> Scored:
-    """(N,28,28) uint8 -> each image's score and decision, as /reconstruct gives them."""
-    scores, flags = [], []
+    """(N,28,28) uint8 -> each image's scores and decision, as /reconstruct gives them."""
+    parts = []
     for start in range(0, len(images), batch):
-        _, mse, percentile = predictor.run(Op.RECONSTRUCT, unit_float(images[start : start + batch]))
-        scores.append(mse)
-        flags.append(is_anomaly(percentile, quantile))
-    return Scored(np.concatenate(scores), np.concatenate(flags))
+        _, mse, novelty, percentile, outlying = predictor.run(Op.RECONSTRUCT, unit_float(images[start : start + batch]))
+        parts.append((mse, novelty, np.where(outlying, 101.0, percentile), is_anomaly(percentile, outlying, quantile)))
+    mse, novelty, rank, flagged = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return Scored(mse, None if np.isnan(novelty).any() else novelty, rank, flagged)
 
 
 def evaluate(predictor: Predictor, digits: np.ndarray, quantile: float) -> tuple[float, list[FamilyRow]]:
@@ -67,19 +74,35 @@ def evaluate(predictor: Predictor, digits: np.ndarray, quantile: float) -> tuple
     rows = []
     for name, images in families(digits).items():
         foreign = score(predictor, images, quantile)
-        both = np.concatenate([normal.score, foreign.score])
-        positive = np.concatenate([np.zeros(len(normal.score), bool), np.ones(len(foreign.score), bool)])
-        rows.append(FamilyRow(name, len(images), auroc(both, positive), float(foreign.flagged.mean())))
+        positive = np.concatenate([np.zeros(len(normal.mse), bool), np.ones(len(foreign.mse), bool)])
+        novelty = None
+        if normal.novelty is not None and foreign.novelty is not None:
+            novelty = auroc(np.concatenate([normal.novelty, foreign.novelty]), positive)
+        rows.append(
+            FamilyRow(
+                name=name,
+                images=len(images),
+                auroc=auroc(np.concatenate([normal.rank, foreign.rank]), positive),
+                flagged=float(foreign.flagged.mean()),
+                auroc_mse=auroc(np.concatenate([normal.mse, foreign.mse]), positive),
+                auroc_novelty=novelty,
+            )
+        )
     return float(normal.flagged.mean()), rows
 
 
 def table(digits_flagged: float, digits: int, rows: list[FamilyRow], quantile: float) -> str:
     lines = [
-        f"| family | images | AUROC against the {digits:,} test digits | flagged at q = {quantile:g} |",
-        "|---|---:|---:|---:|",
-        f"| test digits (normal) | {digits:,} | | {100 * digits_flagged:.2f}% |",
+        f"| family | images | AUROC of the decision against the {digits:,} test digits | flagged at q = {quantile:g} "
+        "| AUROC of the MSE | AUROC of the novelty |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| test digits (normal) | {digits:,} | | {100 * digits_flagged:.2f}% | | |",
     ]
-    lines += [f"| {r.name} | {r.images:,} | {r.auroc:.3f} | {100 * r.flagged:.1f}% |" for r in rows]
+    for r in rows:
+        novelty = "no head" if r.auroc_novelty is None else f"{r.auroc_novelty:.3f}"
+        lines.append(
+            f"| {r.name} | {r.images:,} | {r.auroc:.3f} | {100 * r.flagged:.1f}% | {r.auroc_mse:.3f} | {novelty} |"
+        )
     return "\n".join(lines)
 
 

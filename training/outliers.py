@@ -17,6 +17,8 @@ MNIST-style (training/ood_inputs.py's ``mnist_style``) and seeded, so a training
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -64,15 +66,23 @@ def _chimera(rng: np.random.Generator, digits: np.ndarray, labels: np.ndarray) -
     return mnist_style(joined)
 
 
-def outlier_exposure(digits: np.ndarray, labels: np.ndarray, count: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """``count`` images of each kind, (count,28,28) uint8; chimeras from ``digits`` (N,28,28) uint8
-    and their ``labels`` (N,), which must hold two classes at least."""
-    if len(np.unique(labels)) < 2:
+def outlier_exposure(
+    digits: np.ndarray, labels: np.ndarray, counts: Mapping[str, int], seed: int = 0
+) -> dict[str, np.ndarray]:
+    """``counts[kind]`` images of each kind in ``KINDS``, (count,28,28) uint8; chimeras from ``digits``
+    (N,28,28) uint8 and their ``labels`` (N,), which must hold two classes at least."""
+    if set(counts) != set(KINDS):
+        raise ValueError(f"need a count for each of {KINDS}, got {sorted(counts)}")
+    if counts["chimeras"] and len(np.unique(labels)) < 2:
         raise ValueError("chimeras need digits of two classes at least")
     rng = np.random.default_rng(seed)
     return {
-        "strokes": np.stack([mnist_style(_drawing(rng, "strokes")) for _ in range(count)]),
-        "blobs": np.stack([mnist_style(_drawing(rng, "blobs")) for _ in range(count)]),
-        "noise": rng.integers(0, 256, (count, 28, 28), dtype=np.uint8),
-        "chimeras": np.stack([_chimera(rng, digits, labels) for _ in range(count)]),
+        "strokes": _stack([mnist_style(_drawing(rng, "strokes")) for _ in range(counts["strokes"])]),
+        "blobs": _stack([mnist_style(_drawing(rng, "blobs")) for _ in range(counts["blobs"])]),
+        "noise": rng.integers(0, 256, (counts["noise"], 28, 28), dtype=np.uint8),
+        "chimeras": _stack([_chimera(rng, digits, labels) for _ in range(counts["chimeras"])]),
     }
+
+
+def _stack(images: list[np.ndarray]) -> np.ndarray:
+    return np.stack(images) if images else np.zeros((0, 28, 28), np.uint8)

@@ -33,6 +33,9 @@ class Recipe:
     # anomaly score (service/calibration.py)
     validation: int = 5000
     code_size: int = 0  # the architecture: 0 the seed's convolutional code, N a dense bottleneck (ModelConfig)
+    # the novelty head trained after the autoencoder (training/novelty.py): its channels, 0 for none;
+    # it learns the ten digits, so a one-class recipe has none
+    novelty_channels: int = 32
 
     def __post_init__(self) -> None:
         if self.digits is not None:  # a list when read back from JSON
@@ -59,6 +62,10 @@ class Recipe:
             problems.append("--validation must be between 1 and 59999")
         if self.code_size < 0:
             problems.append("--code-size must be >= 0")
+        if self.novelty_channels < 0:
+            problems.append("--novelty-channels must be >= 0")
+        if self.novelty_channels and self.digits is not None and len(self.digits) < 10:
+            problems.append("--novelty-channels must be 0 with --digits: the novelty head learns all ten digits")
         return problems
 
     def lr_at(self, step: int, total_steps: int, steps_per_epoch: int) -> float:

@@ -18,8 +18,10 @@ What differs from the seed notebook, and why:
 - a warm-up plus cosine learning-rate schedule at a lower peak (0.002); the seed's constant
   lr 0.01 at batch 32 stalls around test MSE 0.0053, this reaches about 0.0024 in 30 epochs;
 - NaN/inf losses and collapse to a constant output stop training before anything is saved;
-- the last 5,000 training images are held out and, at the end, calibrate the anomaly score:
-  quantiles of their reconstruction MSE go into the checkpoint (service/calibration.py);
+- then, with the autoencoder frozen, a small novelty head learns to tell digits from non-digits
+  that are not characters (training/novelty.py): its score is the service's anomaly decision;
+- the last 5,000 training images are held out and, at the end, calibrate the anomaly scores:
+  quantiles of their MSE and novelty go into the checkpoint (service/calibration.py);
 - the result is saved (safetensors + metadata), with loss curves and reconstructions.
 """
 
@@ -45,6 +47,7 @@ from training.calibrate import calibrate
 from training.data import DEFAULT_DATA_DIR, HUB_REQUIREMENT, MNIST_MD5, DataError, hold_out, load_mnist_splits
 from training.evaluate import evaluate, images_to_float
 from training.loop import TrainingDiverged, check_not_collapsed, constant_image_mse, train_one_epoch
+from training.novelty import NoveltyRecipe, add_head
 from training.optim import build_adam, runs_bfloat16_natively
 from training.recipe import PRECISIONS, SCHEDULES, Recipe
 from training.train_state import TRAIN_STATE_NAME, load_train_state, save_train_state, saved_recipe
@@ -134,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="0: the seed's (16,7,7) convolutional code; N: a dense bottleneck of N numbers (8 for anomaly detection)",
     )
+    parser.add_argument(
+        "--novelty-channels",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"then train a novelty head of N channels, the anomaly decision's score (training/novelty.py); 0: none "
+        f"(default: {d.novelty_channels}, or 0 with --digits)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     return parser
 
@@ -151,6 +162,9 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
         digits=tuple(args.digits) if args.digits else None,
         validation=args.validation,
         code_size=args.code_size,
+        novelty_channels=args.novelty_channels
+        if args.novelty_channels is not None
+        else (0 if args.digits else Recipe.novelty_channels),
     )
     if problems := recipe.problems():
         raise ValueError("; ".join(problems))
@@ -281,6 +295,12 @@ def run(
 
     final = evaluate(model, test, device=device, with_ssim=True)
     check_not_collapsed(final, baseline_mse, recipe.epochs)
+    novelty: dict[str, Any] = {}
+    if recipe.novelty_channels:
+        head_recipe = NoveltyRecipe(channels=recipe.novelty_channels, seed=recipe.seed)
+        trained_on = train.subset(slice(None, recipe.limit)) if recipe.limit else train
+        model, record = add_head(model, trained_on, head_recipe, device=device)
+        novelty = {"novelty": record}
     calibration = calibrate(model, held_out, device=device, split="validation")
     weights_path = out / DEFAULT_WEIGHTS_NAME
     save_checkpoint(
@@ -295,6 +315,7 @@ def run(
             "held_out_images": len(held_out),
             "seconds": round(time.perf_counter() - started, 1),
             "history": history,
+            **novelty,
         },
         dataset={"name": "MNIST", "md5": MNIST_MD5, "fallback_source": HUB_REQUIREMENT},
         source_commit=source_commit,
@@ -311,7 +332,10 @@ def run(
 
     write_pictures(out, model, test, history, device=device)
     print(f"test MSE {final.mse:.6f}  PSNR {final.psnr:.2f} dB  SSIM {final.ssim:.4f}  -> {weights_path}")
-    print(f"anomaly calibration on {calibration.images} held-out images: p99 MSE {calibration.threshold(0.99):.6f}")
+    print(
+        f"anomaly calibration on {calibration.images} held-out images: p99 {calibration.decision_score} "
+        f"{calibration.threshold(0.99):.6g}"
+    )
     return 0
 
 

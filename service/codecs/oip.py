@@ -11,8 +11,8 @@ they are answered in the protocol's shape, ``{"error": "..."}``, a 422 as the pr
 The model takes one input:
 - ``images``: UINT8 (0..255) or FP32 ([0,1]), shape [N,28,28] or [N,1,28,28];
 - ``latents``: FP32, shape [N,16,7,7] (the checkpoint's latent shape).
-Images give ``latent``, ``reconstruction``, ``mse`` and, with a calibrated checkpoint,
-``percentile`` and ``anomaly``; latents give ``reconstruction``.
+Images give ``latent``, ``reconstruction``, ``mse``, with a novelty head ``novelty``, and with a
+calibrated checkpoint ``percentile`` and ``anomaly``; latents give ``reconstruction``.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from service.schemas import describe_errors
 MODEL_NAME = "mnist-ae"
 HEADER_LENGTH = "inference-header-content-length"
 DTYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype(np.uint8), "FP32": np.dtype("<f4"), "BOOL": np.dtype(np.bool_)}
-IMAGE_OUTPUTS = ("latent", "reconstruction", "mse", "percentile", "anomaly")
+IMAGE_OUTPUTS = ("latent", "reconstruction", "mse", "novelty", "percentile", "anomaly")
 LATENT_OUTPUTS = ("reconstruction",)
+HEAD_ONLY = ("novelty",)  # a model without a novelty head does not compute it
 CALIBRATED_ONLY = ("percentile", "anomaly")
 MAX_JSON_ELEMENTS = 1024 * 28 * 28  # JSON tensor data beyond what the largest request can hold is refused
 
@@ -100,10 +101,12 @@ def read_request(
     image_size: int,
     latent_shape: tuple[int, int, int],
     max_items: int,
+    novelty: bool,
     calibrated: bool,
 ) -> Inference:
     """Parse and check a request body for a model of ``image_size`` images and ``latent_shape``
-    codes, at most ``max_items`` of them; ``calibrated``: it can answer percentiles and decisions."""
+    codes, at most ``max_items`` of them; ``novelty``: it has a novelty head; ``calibrated``: it can
+    answer percentiles and decisions."""
     json_part, binary = _split(body, header_length)
     try:
         request = InferenceRequest.model_validate_json(json_part)
@@ -124,7 +127,8 @@ def read_request(
                 f"input 'images' has shape {list(array.shape)}; expected [N,{side},{side}] or [N,1,{side},{side}]"
             )
         checked = images_from_array(array, size=image_size, resize=False, max_images=max_items)
-        available = IMAGE_OUTPUTS if calibrated else tuple(o for o in IMAGE_OUTPUTS if o not in CALIBRATED_ONLY)
+        missing = (() if novelty else HEAD_ONLY) + (() if calibrated else CALIBRATED_ONLY)
+        available = tuple(o for o in IMAGE_OUTPUTS if o not in missing)
     else:
         if tensor.datatype != "FP32":
             raise InvalidInput(f"input 'latents' has datatype {tensor.datatype}; expected FP32")
@@ -141,7 +145,11 @@ def read_request(
         outputs = {}
         for output in request.outputs:
             if output.name not in available:
-                why = " (the checkpoint has no anomaly calibration)" if output.name in CALIBRATED_ONLY else ""
+                why = ""
+                if output.name in HEAD_ONLY:
+                    why = " (the model has no novelty head)"
+                elif output.name in CALIBRATED_ONLY:
+                    why = " (the checkpoint has no anomaly calibration)"
                 raise InvalidInput(
                     f"unknown output '{output.name}' for input '{tensor.name}'{why}; available: {', '.join(available)}"
                 )

@@ -169,7 +169,7 @@ async def decode(body: bytes, headers: Mapping[str, str], query: OutputQuery, st
 @inference_route(
     "/reconstruct",
     query=ReconstructQuery,
-    summary="Images -> reconstructions, their MSE, its percentile among normal images and the anomaly decision",
+    summary="Images -> reconstructions, their MSE and novelty, and the anomaly decision",
     body=IMAGES_BODY,
     response_model=ReconstructResponse,
     headers=SCORE_HEADERS,
@@ -186,8 +186,8 @@ async def reconstruct(
     elif batcher.predictor.calibration is None:  # a threshold the served model cannot apply: the request's mistake
         raise InvalidInput(f"anomaly_quantile: the model being served has no calibration ({NO_CALIBRATION})")
     images = await _read_images(body, headers, query, batcher, state.settings)
-    recon, mse, percentile = await batcher.submit(Op.RECONSTRUCT, images)  # (N,1,28,28), (N,), (N,)
-    scores = decide(mse, percentile, quantile, state.metrics)
+    recon, mse, novelty, percentile, outlying = await batcher.submit(Op.RECONSTRUCT, images)  # (N,1,28,28), (N,)x4
+    scores = decide(mse, novelty, percentile, outlying, quantile, state.metrics)
     if query.error_map:
         return render_images(np.square(recon - images[:, None]), output, scores=scores, heatmap=True)
     return render_images(recon, output, scores=scores)

@@ -98,6 +98,8 @@ async def _model_metadata(request: Request, name: str, version: str | None) -> R
         {"name": "reconstruction", "datatype": "FP32", "shape": [-1, *config.image_shape]},
         {"name": "mse", "datatype": "FP32", "shape": [-1]},
     ]
+    if config.novelty_channels:
+        outputs.append({"name": "novelty", "datatype": "FP32", "shape": [-1]})
     if checkpoint.calibration is not None:
         outputs += [
             {"name": "percentile", "datatype": "FP32", "shape": [-1]},
@@ -159,7 +161,8 @@ _INFER_DOCS: dict[str, Any] = {
         "description": "An inference request: JSON, or JSON followed by the binary tensor data of the inputs that "
         "declare `binary_data_size` (then `Inference-Header-Content-Length` gives the JSON's length). "
         "One input: `images` (UINT8 or FP32, [N,28,28] or [N,1,28,28]) or `latents` (FP32, [N,16,7,7]). "
-        "Outputs: `latent`, `reconstruction`, `mse`, `percentile`, `anomaly` (all by default); "
+        "Outputs: `latent`, `reconstruction`, `mse`, `novelty` (with a novelty head), `percentile` and `anomaly` "
+        "(when calibrated); all by default. "
         "`parameters.anomaly_quantile` sets the anomaly threshold.",
         "content": {
             "application/json": {
@@ -215,16 +218,19 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
             image_size=config.image_size,
             latent_shape=config.latent_shape,
             max_items=state.settings.max_images_per_request,
+            novelty=bool(config.novelty_channels),
             calibrated=batcher.predictor.calibration is not None,
         )
     if inference.kind == "latents":
         (images,) = await batcher.submit(Op.DECODE, inference.array)
         outputs = {"reconstruction": images}
     else:
-        recon, mse, percentile, latents = await batcher.submit(Op.ANALYZE, inference.array)
+        recon, mse, novelty, percentile, outlying, latents = await batcher.submit(Op.ANALYZE, inference.array)
         quantile = state.settings.anomaly_quantile if inference.quantile is None else inference.quantile
-        scores = decide(mse, percentile, quantile, state.metrics)
+        scores = decide(mse, novelty, percentile, outlying, quantile, state.metrics)
         outputs = {"latent": latents, "reconstruction": recon, "mse": mse}
+        if scores.novelty is not None:
+            outputs["novelty"] = scores.novelty
         if scores.percentile is not None and scores.anomaly is not None:
             outputs |= {"percentile": scores.percentile, "anomaly": scores.anomaly}
     body, json_length = render_response(inference, outputs, version_of(checkpoint))

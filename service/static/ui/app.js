@@ -228,6 +228,7 @@ async function render(scored, heatmap, encoded) {
   errorMap.getContext("2d").drawImage(picture, 0, 0, errorMap.width, errorMap.height);
 
   $("mse").textContent = scored.mse[0].toFixed(5);
+  $("novelty").textContent = scored.novelty === null ? "no novelty head" : scored.novelty[0].toFixed(2);
   const verdict = $("verdict");
   if (scored.percentile === null) {
     $("percentile").textContent = "no calibration";
