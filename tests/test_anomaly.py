@@ -20,11 +20,16 @@ def test_the_paper_rows_average_to_the_published_means() -> None:
 
 
 def test_the_table_puts_our_rows_beside_the_papers() -> None:
-    rows = [anomaly.Row("seed", (70.0, 99.0), 1.0), anomaly.Row("dense", (99.0, 99.9), 2.0)]
+    rows = [
+        anomaly.Row("seed", ((70.0, 99.0),), 1.0),
+        anomaly.Row("dense", ((99.0, 99.9), (98.0, 99.7), (97.0, 99.5)), 2.0),
+    ]
     table = anomaly.format_table(rows, (0, 1)).splitlines()
     assert table[0] == "| method | 0 | 1 | mean |"
     assert "| DCAE (Ruff et al. 2018) | 97.6 | 98.3 | 97.95 |" in table
-    assert table[-1] == "| **dense**, this repo | 99.0 | 99.9 | **99.45** |"
+    assert table[-2] == "| **seed**, this repo, 1 seed | 70.0 ± 0.0 | 99.0 ± 0.0 | **84.50 ± 0.00** |"
+    # per digit: mean ± standard deviation over seeds; the last column: the same of the seeds' means
+    assert table[-1] == "| **dense**, this repo, 3 seeds | 98.0 ± 1.0 | 99.7 ± 0.2 | **98.85 ± 0.60** |"
 
 
 @pytest.mark.integration
@@ -33,16 +38,18 @@ def test_a_short_run_reports_an_auroc_per_architecture(
 ) -> None:
     report = tmp_path / "anomaly.md"
     shutil.copy(DOCS, report)
-    argv = ["--digits", "1", "--epochs", "1", "--data-dir", str(mnist_dir), "--report", str(report)]
+    argv = ["--digits", "1", "--epochs", "1", "--seeds", "0", "1", "--architectures", "dense8", "seed"]
+    argv += ["--data-dir", str(mnist_dir), "--report", str(report)]
     assert anomaly.main(argv) == 0
     out = capsys.readouterr().out
     text = report.read_text()
     assert text.count(anomaly.MARKERS[0]) == 1 and text.count(anomaly.MARKERS[1]) == 1
-    assert "`python -m training.anomaly --digits 1 --epochs 1" in text and "1 epochs" in text
+    assert "`python -m training.anomaly --digits 1 --epochs 1" in text and "1 epochs" in text and "seeds 0, 1" in text
     ours = [line for line in text.splitlines() if "this repo" in line]
     assert len(ours) == len(anomaly.ARCHITECTURES)
     for line in ours:  # digit 1 against the rest: easy for either architecture after one epoch
-        auroc = float(line.split("|")[2])
+        assert "2 seeds" in line
+        auroc = float(line.split("|")[2].split("±")[0])
         assert 80 <= auroc <= 100, line
     assert "min in all" in out
     assert outside_the_table(text) == outside_the_table(DOCS.read_text()), "only the table was rewritten"

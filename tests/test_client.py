@@ -59,4 +59,4 @@ async def test_async_client_round_trip(live_server: LiveServer, test_digits: np.
         result = await client.reconstruct(digits)
         np.testing.assert_allclose(result.mse, mse, rtol=1e-4)
         np.testing.assert_allclose(await client.decode(latents), recon, atol=1e-5)
-        assert (await client.model_info())["parameters"] == 7121
+        assert (await client.model_info())["parameters"] == 7121 + 38187  # the autoencoder and its novelty head

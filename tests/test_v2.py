@@ -206,6 +206,7 @@ def test_tritonclient_defaults_latents_and_the_threshold(
         "latent",
         "reconstruction",
         "mse",
+        "novelty",
         "percentile",
         "anomaly",
     }
