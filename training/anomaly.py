@@ -1,6 +1,6 @@
 """One-class anomaly detection on MNIST, measured as in the literature.
 
-    python -m training.anomaly                          # the table in docs/anomaly.md, ~13 min on 2 cores
+    python -m training.anomaly                          # the table in docs/anomaly.md, 14-25 min on 2 cores
     python -m training.anomaly --report docs/anomaly.md # ... and write it there
     python -m training.anomaly --architectures dense8 seed --seeds 0   # the seed's architecture too
 
@@ -130,9 +130,7 @@ def replace_between(path: Path, markers: tuple[str, str], body: str) -> None:
     path.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S))
 
 
-def write_report(
-    path: Path, table: str, command: str, seconds: float, recipe: Recipe, seeds: Sequence[int]
-) -> None:
+def write_report(path: Path, table: str, command: str, seconds: float, recipe: Recipe, seeds: Sequence[int]) -> None:
     """Replace the table between the markers in ``path`` (docs/anomaly.md) with this run's."""
     replace_between(
         path,
