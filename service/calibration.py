@@ -142,6 +142,10 @@ class Calibration:
     def _decision(self) -> Quantiles:
         return self.mse if self.novelty is None else self.novelty
 
+    @property
+    def _scores(self) -> dict[str, Quantiles]:
+        return {"mse": self.mse} | ({} if self.novelty is None else {"novelty": self.novelty})
+
     # --- building, reading and writing ---------------------------------------------------------
 
     @classmethod
@@ -219,19 +223,17 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         """What the checkpoint's metadata stores (always the current version); :meth:`from_dict` reads it back."""
-        scores = {"mse": self.mse} | ({} if self.novelty is None else {"novelty": self.novelty})
         return {
             "version": VERSION,
             "split": self.split,
             "images": self.images,
             "digits": list(self.digits),
             "images_per_digit": dict(self.images_per_digit),
-            "scores": {name: quantiles.to_dict() for name, quantiles in scores.items()},
+            "scores": {name: quantiles.to_dict() for name, quantiles in self._scores.items()},
         }
 
     def summary(self, quantile: float) -> dict[str, Any]:
         """For /model: where the normal scores lie, per digit too, and the thresholds in force at ``quantile``."""
-        scores = {"mse": self.mse} | ({} if self.novelty is None else {"novelty": self.novelty})
         return {
             "version": self.version,
             "split": self.split,
@@ -239,7 +241,7 @@ class Calibration:
             "normal_digits": list(self.digits),
             "images_per_digit": dict(self.images_per_digit),
             "decision_score": self.decision_score,
-            "scores": {name: quantiles.summary() for name, quantiles in scores.items()},
+            "scores": {name: quantiles.summary() for name, quantiles in self._scores.items()},
             "anomaly_quantile": quantile,
             "threshold": self.threshold(quantile),
             "normal_mse_range": [self.mse.values[0], self.mse.values[-1]],
@@ -254,11 +256,10 @@ class Calibration:
     def assess(self, mse: np.ndarray, novelty: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(N,) MSE and (N,) novelty (None: no head) -> ((N,) float32 percentile of the decision score
         among normal images, (N,) bool: the MSE is outside the normal images' range)."""
-        if self.novelty is not None and novelty is None:
-            raise ValueError("this calibration decides on the novelty, which the model did not compute")
         if self.novelty is None:
             return self.mse.percentiles(mse), self.mse.outside(mse)
-        assert novelty is not None
+        if novelty is None:
+            raise ValueError("this calibration decides on the novelty, which the model did not compute")
         return self.novelty.percentiles(novelty), self.mse.outside(mse)
 
 

@@ -192,9 +192,8 @@ def load_checkpoint(
         state = _read_seed_state_dict(weights_path, blob)
     else:
         metadata = _read_metadata(weights_path, digest)
-        if (
-            read_calibration and "calibration" in metadata
-        ):  # absent is fine (served without decisions); malformed is not
+        # absent is fine (served without decisions); malformed is not
+        if read_calibration and "calibration" in metadata:
             try:
                 calibration = Calibration.from_dict(metadata["calibration"])
             except ValueError as exc:
