@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import socket
 import sys
 import tempfile
+from types import FrameType
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
+from uvicorn.supervisors import Multiprocess
 
 from service.logs import configure_logging
 from service.main import StartupError, create_app, load_model
@@ -86,8 +91,29 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)  # the supervisor's own lines
     with tempfile.TemporaryDirectory(prefix="mnist-ae-metrics-") as metrics_dir:
         os.environ.setdefault(METRICS_DIR, metrics_dir)  # the workers inherit it; an operator's own wins
-        uvicorn.run("service.main:create_app", factory=True, workers=args.workers, **options)
+        config = uvicorn.Config("service.main:create_app", factory=True, workers=args.workers, **options)
+        listener = config.bind_socket()
+        supervisor = Multiprocess(config, sockets=[listener])
+        close_on_stop(listener)
+        supervisor.run()
     return 0
+
+
+def close_on_stop(listener: socket.socket) -> None:
+    """On SIGTERM or SIGINT, close the supervisor's copy of the listening socket, then hand the
+    signal on as before. The workers each hold the port until their drain ends and they stop
+    accepting; were this copy to outlive them, the kernel would go on queueing connections that
+    nobody accepts, and reset every one of them when the supervisor exits: a lost request for each
+    client. Closed, the port refuses them once the last worker stops accepting."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        handed_on = signal.getsignal(sig)  # the supervisor's: it queues the signal for its loop
+
+        def handler(signum: int, frame: FrameType | None, handed_on: Any = handed_on) -> None:
+            listener.close()
+            if callable(handed_on):
+                handed_on(signum, frame)
+
+        signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

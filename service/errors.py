@@ -58,8 +58,14 @@ class InvalidInput(APIError):
     status_code, code = 422, "invalid_input"
 
 
+class CheckpointNotFound(APIError):
+    """A checkpoint to roll out that is not there."""
+
+    status_code, code = 404, "checkpoint_not_found"
+
+
 class InvalidCheckpoint(APIError):
-    """A checkpoint to roll out that is missing, tampered with, of another architecture or not finite."""
+    """A checkpoint to roll out that is tampered with, incomplete, of another architecture or not finite."""
 
     status_code, code = 422, "invalid_checkpoint"
 

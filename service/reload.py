@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from service.checkpoint import CheckpointError, load_checkpoint, resolve_weights_path
-from service.errors import Forbidden, InvalidCheckpoint, NotReady
+from service.errors import APIError, CheckpointNotFound, Forbidden, InvalidCheckpoint, NotReady
 from service.inference import Predictor
 from service.schemas import ReloadResponse
 from service.state import ServiceState
@@ -26,7 +26,7 @@ async def reload_on_signal(state: ServiceState) -> None:
     log.info("SIGHUP: rolling out %s", state.settings.checkpoint)
     try:
         await reload_model(state)
-    except (InvalidCheckpoint, NotReady) as exc:
+    except APIError as exc:
         log.warning("SIGHUP roll-out did not happen: %s", exc.message)
 
 
@@ -44,7 +44,8 @@ def allowed_path(name: str, checkpoint_dir: Path | None) -> Path:
 async def reload_model(state: ServiceState, path: Path | None = None) -> ReloadResponse:
     """Serve the checkpoint at ``path`` (default: the configured one, read again) from the next batch on.
 
-    Raises InvalidCheckpoint (the served model stays) or NotReady (nothing served yet, or draining).
+    Raises CheckpointNotFound or InvalidCheckpoint (the served model stays), or NotReady (nothing
+    served yet, or draining).
     """
     async with state.reload_lock:  # two roll-outs at once would race for the swap
         batcher, current = state.batcher, state.checkpoint
@@ -52,6 +53,10 @@ async def reload_model(state: ServiceState, path: Path | None = None) -> ReloadR
             raise NotReady(f"the service is {state.status}; retry once it is ready", headers={"retry-after": "1"})
         target = resolve_weights_path(path or state.settings.checkpoint)
         settings = state.settings
+        if not target.is_file():
+            state.metrics.reloads.labels("refused").inc()
+            log.warning("roll-out refused, still serving %s: %s not found", current.sha256[:12], target)
+            raise CheckpointNotFound(f"checkpoint {target}: file not found; still serving sha256 {current.sha256}")
         try:
             # the same architecture only: clients' shapes must not change under them
             checkpoint = await asyncio.to_thread(

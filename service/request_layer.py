@@ -6,6 +6,10 @@ For every request:
 - the body limits: a declared ``Content-Length`` over the limit is refused before anything is
   read, a streamed body is cut off the moment it passes the limit, and a body whose next chunk
   takes longer than the timeout (a slow drip) is refused too;
+- while the server drains (service/signals.py), ``Connection: close`` on every response: a client
+  on a kept-alive connection finishes its exchange and reconnects, to a server that is not stopping
+  (Envoy's drain). Without it, the connection stays pinned here until the listener shuts, and the
+  requests sent on it meanwhile are lost;
 - the request metrics, labelled by route template (bounded cardinality), and one access-log line
   (by default for errors only: at thousands of requests a second, a line for each success would
   cost 15% of the event loop, and the metrics count them anyway).
@@ -23,7 +27,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -40,6 +44,7 @@ log = logging.getLogger("service.access")
 
 _REQUEST_ID = REQUEST_ID_HEADER.lower().encode()  # ASGI header names are lower-case bytes
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower()
+_CONNECTION_CLOSE = (b"connection", b"close")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _LOG_FROM_STATUS = {"all": 0, "errors": 400, "off": 1000}  # the access_log setting: lowest status logged
 
@@ -74,7 +79,7 @@ class RequestLayer:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
+                message["headers"] = self._headers(message.get("headers", ()), id_header)
             await send(message)
 
         try:
@@ -87,7 +92,7 @@ class RequestLayer:
                 response = await self._serve(route, scope, self._limited(receive), headers)
                 status = response.status_code
                 # sent as it is, without Response.__call__'s generality (background tasks, HEAD...)
-                raw_headers = [*response.raw_headers, id_header]
+                raw_headers = self._headers(response.raw_headers, id_header)
                 await send({"type": "http.response.start", "status": status, "headers": raw_headers})
                 await send({"type": "http.response.body", "body": response.body})
         finally:
@@ -110,6 +115,15 @@ class RequestLayer:
                     },
                 )
             request_id_var.reset(token)
+
+    def _headers(
+        self, headers: Iterable[tuple[bytes, bytes]], id_header: tuple[bytes, bytes]
+    ) -> list[tuple[bytes, bytes]]:
+        """A response's headers, with the request id, and ``Connection: close`` while draining."""
+        headers = [*headers, id_header]
+        if self.state.draining and not any(name == b"connection" for name, _ in headers):
+            headers.append(_CONNECTION_CLOSE)
+        return headers
 
     async def _serve(
         self, route: InferenceRoute, scope: Scope, receive: Receive, headers: Mapping[str, str]

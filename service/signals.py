@@ -1,11 +1,13 @@
 """What the process signals mean to the service, whichever ASGI server runs it, one process or many:
 
-- SIGTERM and SIGINT, with ``MNIST_AE_DRAIN_GRACE_S`` > 0: /readyz turns 503 at once while every
-  request is still served, so that a load balancer or Kubernetes stops routing here; after the
-  grace, the server's own handler runs (uvicorn's graceful shutdown: no new connections, the
-  accepted requests finished, then the lifespan drains the batch queue). A second signal skips
-  what is left of the grace. With ``--workers N`` uvicorn's supervisor passes SIGTERM on to each
-  worker, and each drains so.
+- SIGTERM and SIGINT: the drain. At once /readyz turns 503, so that a load balancer or Kubernetes
+  stops routing here, and every response carries ``Connection: close`` (service/request_layer.py),
+  so that kept-alive clients reconnect elsewhere; requests are still served for
+  ``MNIST_AE_DRAIN_GRACE_S``. Then the server's own handler runs (uvicorn's graceful shutdown: no
+  new connections, idle ones closed, the accepted requests finished, then the lifespan drains the
+  batch queue). A second signal skips what is left of the grace. With ``--workers N`` uvicorn's
+  supervisor passes SIGTERM on to each worker, and each drains so; so does a worker that a SIGHUP
+  to the supervisor restarts.
 - SIGHUP: roll the configured checkpoint out again (service/reload.py). With ``--workers N``,
   send it to the supervisor instead, which restarts the workers one by one.
 
@@ -37,13 +39,11 @@ def install(loop: asyncio.AbstractEventLoop, state: ServiceState) -> list[signal
         return []
     loop.add_signal_handler(signal.SIGHUP, lambda: state.background(reload_on_signal(state)))
     installed = [signal.SIGHUP]
-    grace_s = state.settings.drain_grace_s
-    if grace_s > 0:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            server_handler = signal.getsignal(sig)  # the server's own (uvicorn's handle_exit)
-            if callable(server_handler):
-                loop.add_signal_handler(sig, _drain_first, loop, state, sig, server_handler, grace_s)
-                installed.append(sig)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        server_handler = signal.getsignal(sig)  # the server's own (uvicorn's handle_exit)
+        if callable(server_handler):
+            loop.add_signal_handler(sig, _drain_first, loop, state, sig, server_handler, state.settings.drain_grace_s)
+            installed.append(sig)
     return installed
 
 

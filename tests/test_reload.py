@@ -113,14 +113,13 @@ def _nan(path: Path) -> None:
 @pytest.mark.parametrize(
     ("make", "says"),
     [
-        (lambda path: None, "file not found"),
         (lambda path: (new_checkpoint(path, 4), _tamper(path)), "does not match"),  # type: ignore[func-returns-value]
         (lambda path: new_checkpoint(path, 5, ModelConfig(hidden_channels=4)), "does not match the expected"),
         (_nan, "non-finite"),
         (lambda path: (new_checkpoint(path, 6), metadata_path_for(path).write_text("{")), "not valid JSON"),
         (_bad_calibration, "bad calibration"),
     ],
-    ids=["missing", "tampered", "other-architecture", "nan", "bad-metadata", "bad-calibration"],
+    ids=["tampered", "other-architecture", "nan", "bad-metadata", "bad-calibration"],
 )
 async def test_a_bad_checkpoint_is_refused_and_the_old_one_serves_on(
     keyed: httpx.AsyncClient, tmp_path: Path, make: object, says: str
@@ -136,6 +135,25 @@ async def test_a_bad_checkpoint_is_refused_and_the_old_one_serves_on(
     assert await sha256(keyed) == before
     np.testing.assert_array_equal(await reconstruct(keyed), answers)
     assert 'mnist_ae_model_reloads_total{outcome="refused"} 1.0' in (await keyed.get("/metrics")).text
+
+
+async def test_a_missing_checkpoint_is_not_found_and_the_old_one_serves_on(keyed: httpx.AsyncClient) -> None:
+    before = await sha256(keyed)
+    response = await keyed.post("/admin/reload", json={"checkpoint": "no-such-run"}, headers=AUTH)
+    assert response.status_code == 404, response.text
+    error = response.json()["error"]
+    assert (
+        error["code"] == "checkpoint_not_found" and "file not found" in error["message"] and before in error["message"]
+    )
+    assert await sha256(keyed) == before
+
+
+@pytest.mark.parametrize("name", ["x\u0000y", "run\n1", "\u007f"])
+async def test_a_name_with_control_characters_is_refused_plainly(keyed: httpx.AsyncClient, name: str) -> None:
+    """A NUL byte once reached the path check and answered 500 (embedded null byte)."""
+    response = await keyed.post("/admin/reload", json={"checkpoint": name}, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_input"
 
 
 @pytest.mark.parametrize(("name", "status"), [("../../etc", 403), ("/etc/passwd", 403)])

@@ -29,6 +29,7 @@ class ReloadRequest(BaseModel):
         None,
         min_length=1,
         max_length=4096,
+        pattern=r"^[^\x00-\x1f\x7f]+$",  # a file name: no NUL or other control characters
         examples=["run-2026-12-01/autoencoder.safetensors"],
         description="a checkpoint in MNIST_AE_CHECKPOINT_DIR (its file, its .json or its directory); "
         "omitted: the configured MNIST_AE_CHECKPOINT, read again",
@@ -41,8 +42,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         400: "malformed JSON body",
         401: "missing or wrong API key",
         403: "no API key configured, or a checkpoint outside MNIST_AE_CHECKPOINT_DIR",
+        404: "no checkpoint by that name: the old one serves on",
         409: "one of several worker processes (--workers): send SIGHUP to their supervisor instead",
-        422: "the checkpoint is missing, tampered with, of another architecture or not finite: the old one serves on",
+        422: "a body that is not as described, or a checkpoint that is tampered with, of another architecture or "
+        "not finite: the old one serves on",
         503: "the model is not loaded yet, or the server is draining",
     }.items()
 }
