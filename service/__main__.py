@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
 from service.logs import configure_logging
-from service.main import StartupError, create_app, load_model
+from service.main import WORKERS_VARIABLE, StartupError, create_app, load_model
 from service.settings import describe_settings_error, get_settings
 
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode reads it
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "loop": args.loop,
         "http": args.http,
     }
+    os.environ[WORKERS_VARIABLE] = str(args.workers)  # each process takes its share of the memory limit
     if args.workers == 1:
         uvicorn.Server(uvicorn.Config(create_app(settings, checkpoint=checkpoint), **options)).run()
         return 0

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import signals
 from service.batcher import MicroBatcher
+from service.budget import ByteBudget, in_flight_capacity, memory_limit_bytes, request_bytes
 from service.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from service.codecs.oip import HEADER_LENGTH
 from service.device import resolve_device
@@ -45,6 +46,9 @@ from service.wire import ANOMALY_HEADER, MSE_HEADER, PERCENTILE_HEADER, QUANTILE
 log = logging.getLogger("service")
 
 DRAIN_TIMEOUT_S = 20.0
+# how many server processes share the machine's (or container's) memory: what uvicorn reads for
+# its default --workers, and what ``python -m service --workers N`` sets for its workers
+WORKERS_VARIABLE = "WEB_CONCURRENCY"
 
 
 class StartupError(RuntimeError):
@@ -107,6 +111,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             if drop_cuda_library_pages():
                 freed = (before - resident_bytes()) / 2**20
                 log.info("serving from the CPU: CUDA library code paged out, %.0f MB less resident memory", freed)
+        state.budget = memory_budget(settings)
         state.set_ready(True)
         log.info("ready: warm-up took %.3f s", seconds)
 
@@ -130,6 +135,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warming.cancel()
         drained = await batcher.close(DRAIN_TIMEOUT_S)
         log.info("stopped (%s)", "all accepted requests answered" if drained else "drain timed out")
+
+
+def memory_budget(settings: Settings) -> ByteBudget:
+    """What requests in flight may hold: this process's share of the memory limit, less what the
+    warm process holds already (service/budget.py)."""
+    limit = memory_limit_bytes(settings.memory_limit_mb)
+    processes = int(os.environ.get(WORKERS_VARIABLE, "1") or 1)
+    resident = resident_bytes()
+    budget = ByteBudget(in_flight_capacity(limit, processes, resident, request_bytes(settings.max_body_bytes)))
+    log.info(
+        "memory: limit %.0f MB over %d process(es), %.0f MB resident, %.0f MB for requests in flight",
+        limit / 2**20,
+        processes,
+        resident / 2**20,
+        budget.capacity / 2**20,
+    )
+    return budget
 
 
 class ServiceApp(FastAPI):

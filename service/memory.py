@@ -78,6 +78,13 @@ def keep_freed_blocks(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold
     )
 
 
+def return_freed_memory() -> bool:
+    """Give the memory that freed blocks hold back to the system (``malloc_trim``): after a burst,
+    the heap would otherwise keep its high-water mark. Whether the C library could."""
+    libc = _glibc()
+    return libc is not None and libc.malloc_trim(0) in (0, 1)
+
+
 def cuda_library_ranges(maps_lines: Iterable[str]) -> Iterator[tuple[int, int]]:
     """(start, end) of each read-only mapping of a CUDA library, from ``/proc/<pid>/maps`` lines.
 

@@ -6,6 +6,10 @@ For every request:
 - the body limits: a declared ``Content-Length`` over the limit is refused before anything is
   read, a streamed body is cut off the moment it passes the limit, and a body whose next chunk
   takes longer than the timeout (a slow drip) is refused too;
+- the memory budget (service/budget.py): a request with a body holds its share of the bytes in
+  flight from its headers (or chunk by chunk) until its response is sent; one that does not fit
+  is answered 503 with ``Retry-After`` at once, its body dropped unread. When a burst has passed, the memory it
+  took goes back to the system;
 - while the server drains (service/signals.py), ``Connection: close`` on every response: a client
   on a kept-alive connection finishes its exchange and reconnects, to a server that is not stopping
   (Envoy's drain). Without it, the connection stays pinned here until the listener shuts, and the
@@ -33,9 +37,11 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.budget import BYTES_PER_BODY_BYTE, BYTES_PER_REQUEST, ByteBudget, request_bytes
 from service.error_responses import error_response, error_response_for
-from service.errors import PayloadTooLarge, RequestTimeout
+from service.errors import Overloaded, PayloadTooLarge, RequestTimeout
 from service.logs import request_id_var
+from service.memory import TRIM_THRESHOLD_BYTES, return_freed_memory
 from service.routes.inference import InferenceRoute
 from service.state import ServiceState
 from service.wire import REQUEST_ID_HEADER
@@ -74,6 +80,7 @@ class RequestLayer:
         status = 500
         route = self.routes.get(_route_path(scope))
         self.metrics.in_flight.inc()
+        held = _Held(self.state.budget)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -84,18 +91,22 @@ class RequestLayer:
 
         try:
             refusal = self._refuse_declared_length(declared) if declared is not None else None
+            if refusal is None and declared not in (None, "0") and not held.take(request_bytes(int(declared))):
+                refusal = error_response_for(held.overloaded(), f"{scope['method']} {scope['path']}")
             if refusal is not None:
                 await refusal(scope, receive, send_with_id)
             elif route is None:
-                await self.app(scope, self._limited(receive), send_with_id)
+                await self.app(scope, self._limited(receive, held, declared is None), send_with_id)
             else:
-                response = await self._serve(route, scope, self._limited(receive), headers)
+                response = await self._serve(route, scope, self._limited(receive, held, declared is None), headers)
                 status = response.status_code
                 # sent as it is, without Response.__call__'s generality (background tasks, HEAD...)
                 raw_headers = self._headers(response.raw_headers, id_header)
                 await send({"type": "http.response.start", "status": status, "headers": raw_headers})
                 await send({"type": "http.response.body", "body": response.body})
         finally:
+            if held.release() and held.budget is not None and held.budget.take_peak() >= TRIM_THRESHOLD_BYTES:
+                self.state.background(_return_freed_memory())  # a burst has passed
             elapsed = time.perf_counter() - started
             template = route.path if route else getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.in_flight.dec()
@@ -150,8 +161,9 @@ class RequestLayer:
         response.headers["connection"] = "close"
         return response
 
-    def _limited(self, receive: Receive) -> Receive:
-        """Wrap ``receive``: count body bytes and time each chunk until the body is complete."""
+    def _limited(self, receive: Receive, held: _Held, streamed: bool) -> Receive:
+        """Wrap ``receive``: count body bytes and time each chunk until the body is complete; a
+        ``streamed`` body (no Content-Length) takes its share of the memory budget chunk by chunk."""
         received = 0
         body_done = False
 
@@ -167,17 +179,66 @@ class RequestLayer:
                     f"the request body stalled: no data for {self.body_timeout_s:g} s", headers={"connection": "close"}
                 ) from None
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = len(message.get("body", b""))
+                received += chunk
                 if received > self.max_body_bytes:
                     raise PayloadTooLarge(
                         f"body is over the limit of {self.max_body_bytes} bytes", headers={"connection": "close"}
                     )
+                if streamed and chunk and not held.take_chunk(chunk):
+                    raise held.overloaded()
                 body_done = not message.get("more_body", False)
             else:
                 body_done = True
             return message
 
         return limited_receive
+
+
+class _Held:
+    """The bytes one request holds in the memory budget (none before the budget exists: until the
+    model is warm, when inference is refused anyway)."""
+
+    __slots__ = ("budget", "bytes")
+
+    def __init__(self, budget: ByteBudget | None) -> None:
+        self.budget = budget
+        self.bytes = 0
+
+    def take(self, n: int) -> bool:
+        """Hold ``n`` more bytes if they fit; whether they did."""
+        if self.budget is None:
+            return True
+        if not self.budget.try_reserve(n):
+            return False
+        self.bytes += n
+        return True
+
+    def take_chunk(self, n: int) -> bool:
+        """Hold what a streamed body's next ``n`` bytes will cost."""
+        return self.take(BYTES_PER_BODY_BYTE * n + (0 if self.bytes else BYTES_PER_REQUEST))
+
+    def release(self) -> bool:
+        """Give the bytes back; whether no request holds any now."""
+        if self.budget is None or not self.bytes:
+            return False
+        self.budget.release(self.bytes)
+        self.bytes = 0
+        return self.budget.reserved == 0
+
+    def overloaded(self) -> Overloaded:
+        reserved, capacity = (0, 0) if self.budget is None else (self.budget.reserved, self.budget.capacity)
+        return Overloaded(
+            f"requests in flight hold {reserved / 2**20:.0f} MB of the {capacity / 2**20:.0f} MB this server "
+            "spends on them; retry shortly",
+            # the connection stays open: the server reads the unread body and drops it, so the client,
+            # still sending it, gets this answer (a close would reset the connection under it)
+            headers={"retry-after": "1"},
+        )
+
+
+async def _return_freed_memory() -> None:
+    await asyncio.to_thread(return_freed_memory)  # off the event loop: it walks the heap
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(1024, ge=1, description="images or latents in one request")
     max_image_pixels: int = Field(1_000_000, ge=784, description="decoded pixels per image (decompression bombs)")
     body_timeout_s: float = Field(30.0, gt=0, description="longest wait for the next chunk of a request body")
+    memory_limit_mb: int | None = Field(
+        None,
+        ge=64,
+        description="the memory the server may use, shared by its worker processes; each keeps within 85% of its "
+        "share and answers requests beyond that with 503. Unset: the cgroup's limit (a container's), else the "
+        "machine's",
+    )
 
     # access
     api_key: SecretStr | None = Field(

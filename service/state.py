@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from service.access import check_api_key
 from service.batcher import MicroBatcher
+from service.budget import ByteBudget
 from service.checkpoint import Checkpoint
 from service.errors import NotReady
 from service.metrics import Metrics
@@ -21,6 +22,7 @@ class ServiceState:
     metrics: Metrics
     checkpoint: Checkpoint | None = None  # the one being served; a roll-out replaces it
     batcher: MicroBatcher | None = None  # set once the model is loaded; it runs the checkpoint's predictor
+    budget: ByteBudget | None = None  # the memory requests in flight may hold; set once the model is warm
     ready: bool = False  # loaded and warmed up
     draining: bool = False  # shutting down: finishing accepted requests, taking no new ones
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one roll-out at a time

@@ -182,3 +182,12 @@ def test_compare_runs_another_revision_side_by_side() -> None:
     counts = re.search(r"identical answers: (\d+) of (\d+)", done.stdout)
     assert counts is not None and counts.group(1) == counts.group(2) and int(counts.group(2)) > 20, done.stdout
     assert re.search(r"\| single PNG, 64 connections \(req/s\) \| [\d,]+ \| [\d,]+ \| [\d.]+x \|", done.stdout)
+
+
+@pytest.mark.integration
+def test_the_burst_bench_keeps_the_server_within_its_memory(tmp_path: Path) -> None:
+    body = section(run_bench(tmp_path, "bench.burst", "--clients", "12", "--rounds", "1"), "burst")
+    assert "Reproduce: `python -m bench.burst --clients 12 --rounds 1`" in body
+    row = next(line for line in body.splitlines() if line.startswith("| 1024 MB"))
+    share = float(row.split("|")[4].strip(" *%"))
+    assert share <= 85, row
