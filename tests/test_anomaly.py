@@ -21,8 +21,8 @@ def test_the_paper_rows_average_to_the_published_means() -> None:
 
 def test_the_table_puts_our_rows_beside_the_papers() -> None:
     rows = [
-        anomaly.Row("seed", ((70.0, 99.0),), 1.0),
-        anomaly.Row("dense", ((99.0, 99.9), (98.0, 99.7), (97.0, 99.5)), 2.0),
+        anomaly.Row("seed", ((70.0, 99.0),)),
+        anomaly.Row("dense", ((99.0, 99.9), (98.0, 99.7), (97.0, 99.5))),
     ]
     table = anomaly.format_table(rows, (0, 1)).splitlines()
     assert table[0] == "| method | 0 | 1 | mean |"
