@@ -35,10 +35,11 @@ from service.inference import Predictor
 from service.logs import configure_logging
 from service.memory import drop_cuda_library_pages, keep_freed_blocks, resident_bytes
 from service.metrics import Metrics
-from service.openapi import add_inference_routes
+from service.openapi import add_inference_routes, describe_served_model
 from service.request_layer import RequestLayer
 from service.routes import admin, ops, ui, v2
 from service.routes.inference import ROUTES
+from service.routes.v2 import version_of
 from service.settings import Settings, get_settings, unknown_settings
 from service.state import ServiceState
 from service.wire import ANOMALY_HEADER, MSE_HEADER, PERCENTILE_HEADER, QUANTILE_HEADER, REQUEST_ID_HEADER
@@ -180,16 +181,26 @@ class ServiceApp(FastAPI):
                 ],
             )
         self._entry = entry
+        self._documented: str | None = None  # the sha256 of the checkpoint the cached OpenAPI document describes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._entry(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
-        """FastAPI's document of its own routes, with the inference routes' (service/openapi.py)."""
-        if self.openapi_schema is not None:
+        """FastAPI's document of its own routes, with the inference routes' (service/openapi.py),
+        narrowed to the model being served: built again when a roll-out changes it."""
+        checkpoint = self.state.service.checkpoint
+        served = None if checkpoint is None else checkpoint.sha256
+        if self.openapi_schema is not None and served == self._documented:
             return self.openapi_schema
+        self.openapi_schema = None
         document = super().openapi()  # cached by FastAPI as self.openapi_schema: completed in place
         add_inference_routes(document, ROUTES.values())
+        if checkpoint is not None:
+            settings = self.state.service.settings
+            latent_shape = checkpoint.config.latent_shape
+            describe_served_model(document, latent_shape, settings.max_images_per_request, version_of(checkpoint))
+        self._documented = served
         return document
 
 

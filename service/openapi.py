@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from service.access import BEARER, SECURITY_SCHEME_NAME
+from service.codecs.arrays import LATENT_ABS_LIMIT
 from service.schemas import (
     EXAMPLE_LATENT,
     EXAMPLE_PIXELS,
@@ -160,3 +161,24 @@ def add_inference_routes(document: dict[str, Any], routes: Iterable[InferenceRou
     components["schemas"] = {**components.get("schemas", {}), **definitions.get("$defs", {})}
     scheme = BEARER.model.model_dump(mode="json", by_alias=True, exclude_none=True)
     components.setdefault("securitySchemes", {})[SECURITY_SCHEME_NAME] = scheme
+
+
+def describe_served_model(
+    document: dict[str, Any], latent_shape: tuple[int, int, int], max_items: int, version: str
+) -> None:
+    """Narrow ``document`` (completed by :func:`add_inference_routes`), in place, to what this
+    server accepts: the latents' exact shape for the model it serves, its configured batch limit
+    in place of the JSON format's ceilings, and the one version of the model it serves."""
+    number = {"type": "number", "minimum": -LATENT_ABS_LIMIT, "maximum": LATENT_ABS_LIMIT}
+    single: dict[str, Any] = number
+    for length in reversed(latent_shape):
+        single = {"type": "array", "minItems": length, "maxItems": length, "items": single}
+    batch = {"type": "array", "minItems": 1, "maxItems": max_items, "items": single}
+    schemas = document["components"]["schemas"]
+    schemas["LatentsRequest"]["properties"]["latents"]["oneOf"] = [batch, single]
+    schemas["ImagesRequest"]["properties"]["images"]["maxItems"] = max_items
+    for path_item in document["paths"].values():
+        for operation in path_item.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] == "version":
+                    parameter["schema"]["enum"] = [version]

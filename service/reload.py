@@ -51,9 +51,14 @@ async def reload_model(state: ServiceState, path: Path | None = None) -> ReloadR
         batcher, current = state.batcher, state.checkpoint
         if batcher is None or current is None or state.draining:
             raise NotReady(f"the service is {state.status}; retry once it is ready", headers={"retry-after": "1"})
-        target = resolve_weights_path(path or state.settings.checkpoint)
         settings = state.settings
-        if not target.is_file():
+        target = path or settings.checkpoint
+        try:
+            target = resolve_weights_path(target)
+            exists = target.is_file()
+        except OSError:  # a name no file system holds (a part over 255 bytes): no such checkpoint
+            exists = False
+        if not exists:
             state.metrics.reloads.labels("refused").inc()
             log.warning("roll-out refused, still serving %s: %s not found", current.sha256[:12], target)
             raise CheckpointNotFound(f"checkpoint {target}: file not found; still serving sha256 {current.sha256}")

@@ -15,11 +15,14 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from service.codecs.arrays import LATENT_ABS_LIMIT
 from service.codecs.images import png_bytes
 
 MAX_ITEMS = 65536  # images or latents in one JSON body (the configured limit is lower)
 MAX_SIDE = 4096  # rows or columns of one nested-list image (28 unless ?resize=true)
 MAX_BASE64_CHARS = 8 * 1024 * 1024
+# what base64.b64decode(validate=True) accepts: the standard alphabet, padded to whole quads
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 # --- examples: a "1", as a nested list, as base64 PNG, and a latent code --------------------------
 
@@ -38,7 +41,16 @@ EXAMPLE_LATENT: Any = np.full((16, 7, 7), 0.5, dtype=np.float32).tolist()
 
 # --- requests --------------------------------------------------------------------------------------
 
-UnitFloat = Annotated[float, Field(strict=True, allow_inf_nan=False, description="intensity in [0,1]")]
+# the schema states the ranges that the codecs check (service/codecs/arrays.py), once, over whole arrays
+UnitFloat = Annotated[
+    float,
+    Field(
+        strict=True,
+        allow_inf_nan=False,
+        description="intensity in [0,1]",
+        json_schema_extra={"minimum": 0, "maximum": 1},
+    ),
+]
 PixelRow = Annotated[list[UnitFloat], Field(min_length=1, max_length=MAX_SIDE, fail_fast=True)]
 PixelImage = Annotated[
     list[PixelRow],
@@ -46,7 +58,12 @@ PixelImage = Annotated[
 ]
 Base64Image = Annotated[
     str,
-    Field(min_length=1, max_length=MAX_BASE64_CHARS, description="base64 of an encoded image (PNG, JPEG, ...)"),
+    Field(
+        min_length=4,
+        max_length=MAX_BASE64_CHARS,
+        description="base64 of an encoded image (PNG, JPEG, ...)",
+        json_schema_extra={"pattern": BASE64_PATTERN},
+    ),
 ]
 
 
@@ -71,7 +88,14 @@ class ImagesRequest(BaseModel):
     images: list[ImageItem] = Field(min_length=1, max_length=MAX_ITEMS, fail_fast=True)
 
 
-LatentFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+LatentFloat = Annotated[
+    float,
+    Field(
+        strict=True,
+        allow_inf_nan=False,
+        json_schema_extra={"minimum": -LATENT_ABS_LIMIT, "maximum": LATENT_ABS_LIMIT},
+    ),
+]
 LatentRow = Annotated[list[LatentFloat], Field(min_length=1, max_length=1024, fail_fast=True)]
 LatentChannel = Annotated[list[LatentRow], Field(min_length=1, max_length=1024, fail_fast=True)]
 Latent = Annotated[list[LatentChannel], Field(min_length=1, max_length=1024, fail_fast=True)]

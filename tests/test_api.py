@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from service.checkpoint import load_checkpoint
+from service.codecs.oip import MODEL_NAME
 from service.inference import Op, Predictor
 from service.main import create_app
 from tests.conftest import image_file, in_process, npy, service_settings, wait_until_ready
@@ -299,6 +300,28 @@ async def test_openapi_documents_every_endpoint_with_working_examples(api: httpx
     assert "multipart/form-data" in spec["paths"]["/encode"]["post"]["requestBody"]["content"]
     docs = await api.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+async def test_openapi_says_what_the_served_model_accepts(tiny_checkpoint: Path) -> None:
+    """The latents' exact shape, the batch limit, the model's name and version: what schemathesis's
+    positive data check holds the server to (tests/test_schema_fuzz.py)."""
+    async with in_process(service_settings(tiny_checkpoint, max_images_per_request=16)) as (app, api):
+        spec = (await api.get("/openapi.json")).json()
+        schemas = spec["components"]["schemas"]
+        batch, single = schemas["LatentsRequest"]["properties"]["latents"]["oneOf"]
+        shape, level = [], single
+        while level.get("type") == "array":
+            assert level["minItems"] == level["maxItems"]
+            shape.append(level["minItems"])
+            level = level["items"]
+        assert tuple(shape) == app.state.service.checkpoint.config.latent_shape == (16, 7, 7)
+        assert level == {"type": "number", "minimum": -1e4, "maximum": 1e4}
+        assert batch["maxItems"] == 16 == schemas["ImagesRequest"]["properties"]["images"]["maxItems"]
+        infer = spec["paths"]["/v2/models/{name}/versions/{version}/infer"]["post"]
+        enums = {p["name"]: p["schema"]["enum"] for p in infer["parameters"]}
+        sha = app.state.service.checkpoint.sha256
+        assert enums == {"name": [MODEL_NAME], "version": [sha[:12]]}
+        assert (await api.post("/decode", json={"latents": np.zeros((16, 7, 7)).tolist()})).status_code == 200
 
 
 async def test_documented_query_parameters_are_the_ones_served(api: httpx.AsyncClient) -> None:

@@ -137,9 +137,10 @@ async def test_a_bad_checkpoint_is_refused_and_the_old_one_serves_on(
     assert 'mnist_ae_model_reloads_total{outcome="refused"} 1.0' in (await keyed.get("/metrics")).text
 
 
-async def test_a_missing_checkpoint_is_not_found_and_the_old_one_serves_on(keyed: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("name", ["no-such-run", "0" * 300])  # a name longer than any file system holds
+async def test_a_missing_checkpoint_is_not_found_and_the_old_one_serves_on(keyed: httpx.AsyncClient, name: str) -> None:
     before = await sha256(keyed)
-    response = await keyed.post("/admin/reload", json={"checkpoint": "no-such-run"}, headers=AUTH)
+    response = await keyed.post("/admin/reload", json={"checkpoint": name}, headers=AUTH)
     assert response.status_code == 404, response.text
     error = response.json()["error"]
     assert (

@@ -10,9 +10,9 @@ sha256, so a roll-out shows as a new version and ``/versions/<old>`` stops answe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.routing import Match
@@ -28,6 +28,8 @@ from service.scoring import decide
 from service.state import ServiceState
 
 TAG = "open-inference-protocol"
+# the one model this server serves; any other name is answered 404, as the protocol says
+ModelName = Annotated[str, Path(description="the model's name", json_schema_extra={"enum": [MODEL_NAME]})]
 router = APIRouter(prefix=OIP_PREFIX, tags=[TAG])
 
 
@@ -123,14 +125,14 @@ async def _model_metadata(request: Request, name: str, version: str | None) -> R
 @router.get(
     "/models/{name}", summary="Model metadata: its version, inputs and outputs", responses={404: _PROTOCOL_ERROR}
 )
-async def model_metadata(request: Request, name: str) -> Response:
+async def model_metadata(request: Request, name: ModelName) -> Response:
     return await _model_metadata(request, name, None)
 
 
 @router.get(
     "/models/{name}/versions/{version}", summary="Model metadata of one version", responses={404: _PROTOCOL_ERROR}
 )
-async def model_version_metadata(request: Request, name: str, version: str) -> Response:
+async def model_version_metadata(request: Request, name: ModelName, version: str) -> Response:
     return await _model_metadata(request, name, version)
 
 
@@ -142,7 +144,7 @@ async def _model_ready(request: Request, name: str, version: str | None) -> Resp
 
 
 @router.get("/models/{name}/ready", summary="Model readiness", responses={404: _PROTOCOL_ERROR, 503: _PROTOCOL_ERROR})
-async def model_ready(request: Request, name: str) -> Response:
+async def model_ready(request: Request, name: ModelName) -> Response:
     return await _model_ready(request, name, None)
 
 
@@ -151,7 +153,7 @@ async def model_ready(request: Request, name: str) -> Response:
     summary="Model readiness of one version",
     responses={404: _PROTOCOL_ERROR, 503: _PROTOCOL_ERROR},
 )
-async def model_version_ready(request: Request, name: str, version: str) -> Response:
+async def model_version_ready(request: Request, name: ModelName, version: str) -> Response:
     return await _model_ready(request, name, version)
 
 
@@ -190,7 +192,7 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/models/{name}/infer", summary="Inference", openapi_extra=_INFER_DOCS, responses=_INFER_RESPONSES)
-async def infer(request: Request, name: str) -> Response:
+async def infer(request: Request, name: ModelName) -> Response:
     return await _infer(request, name, None)
 
 
@@ -200,7 +202,7 @@ async def infer(request: Request, name: str) -> Response:
     openapi_extra=_INFER_DOCS,
     responses=_INFER_RESPONSES,
 )
-async def infer_version(request: Request, name: str, version: str) -> Response:
+async def infer_version(request: Request, name: ModelName, version: str) -> Response:
     return await _infer(request, name, version)
 
 
