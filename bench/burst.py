@@ -32,7 +32,9 @@ def largest_json_body(images: int = 1024) -> bytes:
     return json.dumps({"images": np.random.default_rng(0).random((images, 28, 28)).round(6).tolist()}).encode()
 
 
-async def burst(url: str, body: bytes, clients: int, rounds: int) -> tuple[dict[int, int], list[float]]:
+async def burst(
+    url: str, body: bytes, clients: int, rounds: int, headers: dict[str, str] | None = None
+) -> tuple[dict[int, int], list[float]]:
     """Each client posts ``body`` ``rounds`` times, all at once: the statuses, and how long each 503 took."""
     statuses: dict[int, int] = {}
     refusals: list[float] = []
@@ -46,7 +48,7 @@ async def burst(url: str, body: bytes, clients: int, rounds: int) -> tuple[dict[
                 refusals.append(time.perf_counter() - started)
 
     limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits, headers=headers) as http:
         await asyncio.gather(*(client(http) for _ in range(clients)))
     return statuses, refusals
 

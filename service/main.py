@@ -4,8 +4,8 @@
     uvicorn --factory service.main:create_app           # or any ASGI server, as a factory
 
 The lifespan loads the checkpoint once (unless ``python -m service`` already did, to fail in one
-line before the server starts), warms the model up in the background, and drains the batcher
-on shutdown.
+line before the server starts), warms the model up before the server takes a connection, and
+drains the batcher on shutdown.
 """
 
 from __future__ import annotations
@@ -101,22 +101,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     batcher.start()
     state.batcher = batcher
 
-    async def warm_up() -> None:
-        seconds = await asyncio.to_thread(predictor.warmup, settings.warmup_batches, settings.max_batch_images)
-        # everything allocated so far (torch, FastAPI, the model) lives as long as the process:
-        # frozen, full collections no longer walk it (p99 105 ms without, docs/decisions.md)
-        gc.collect()
-        gc.freeze()
-        if device.type == "cpu":  # a CUDA build of torch: its GPU code is ~140 MB of resident memory
-            before = resident_bytes()
-            if drop_cuda_library_pages():
-                freed = (before - resident_bytes()) / 2**20
-                log.info("serving from the CPU: CUDA library code paged out, %.0f MB less resident memory", freed)
-        state.budget = memory_budget(settings)
-        state.set_ready(True)
-        log.info("ready: warm-up took %.3f s", seconds)
+    # before the server accepts a connection (it does once the lifespan has started): with
+    # --workers, a worker that the supervisor starts or restarts takes its share of new
+    # connections only once it can answer them, while the others serve
+    seconds = await asyncio.to_thread(predictor.warmup, settings.warmup_batches, settings.max_batch_images)
+    # everything allocated so far (torch, FastAPI, the model) lives as long as the process:
+    # frozen, full collections no longer walk it (p99 105 ms without, docs/decisions.md)
+    gc.collect()
+    gc.freeze()
+    if device.type == "cpu":  # a CUDA build of torch: its GPU code is ~140 MB of resident memory
+        before = resident_bytes()
+        if drop_cuda_library_pages():
+            freed = (before - resident_bytes()) / 2**20
+            log.info("serving from the CPU: CUDA library code paged out, %.0f MB less resident memory", freed)
+    state.budget = memory_budget(settings)
+    state.set_ready(True)
+    log.info("ready: warm-up took %.3f s", seconds)
 
-    warming = asyncio.create_task(warm_up(), name="warm-up")
     loop = asyncio.get_running_loop()
     installed_signals = signals.install(loop, state)  # drain grace, SIGHUP roll-outs (service/signals.py)
     metrics_server = None
@@ -133,7 +134,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             metrics_server.shutdown()
         state.draining = True
         state.set_ready(False)
-        warming.cancel()
         drained = await batcher.close(DRAIN_TIMEOUT_S)
         log.info("stopped (%s)", "all accepted requests answered" if drained else "drain timed out")
 

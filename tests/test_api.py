@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import logging
 from pathlib import Path
@@ -246,7 +247,9 @@ async def test_readiness_before_the_model_is_loaded(tiny_checkpoint: Path) -> No
         assert (await client.get("/model")).status_code == 503
 
 
-async def test_readiness_waits_for_the_warm_up(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_server_starts_serving_once_warm(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warm-up is part of the lifespan's start, so the server takes no connection before it
+    can answer: a worker that a supervisor starts or restarts gets no requests it would refuse."""
     release = asyncio.Event()
     loop = asyncio.get_running_loop()
     real_warmup = Predictor.warmup
@@ -257,17 +260,24 @@ async def test_readiness_waits_for_the_warm_up(tiny_checkpoint: Path, monkeypatc
 
     monkeypatch.setattr(Predictor, "warmup", slow_warmup)
     app = create_app(service_settings(tiny_checkpoint))
+    started = asyncio.Event()
+
+    async def run_lifespan() -> None:
+        async with app.router.lifespan_context(app):
+            started.set()
+            await asyncio.sleep(3600)
+
+    lifespan = asyncio.create_task(run_lifespan())
+    await asyncio.sleep(0.2)
+    assert not started.is_set() and not app.state.service.ready, "still starting while warming up"
+    release.set()
+    await asyncio.wait_for(started.wait(), 20)
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        assert (await client.get("/readyz")).status_code == 503
-        assert (await client.get("/healthz")).status_code == 200
-        assert (await client.get("/model")).status_code == 200, "loaded, though not yet warm"
-        release.set()
-        for _ in range(500):
-            if (await client.get("/readyz")).status_code == 200:
-                break
-            await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         assert (await client.get("/readyz")).json() == {"ready": True, "status": "ready"}
+    lifespan.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await lifespan
 
 
 async def test_cuda_code_is_paged_out_once_warm_when_serving_from_the_cpu(

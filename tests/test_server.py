@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +195,53 @@ def test_several_workers_share_the_port_the_metrics_and_the_drain(tmp_path: Path
     finally:
         if server.process.poll() is None:
             stop_server(server)
+
+
+def _worker_pids(supervisor: int) -> set[int]:
+    """The worker processes uvicorn's supervisor ``supervisor`` has started (spawned interpreters)."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == supervisor and b"spawn_main" in cmdline:
+            pids.add(int(proc.name))
+    return pids
+
+
+def test_a_killed_worker_is_replaced_while_the_other_serves(tmp_path: Path) -> None:
+    """kill -9 of one of two workers: new connections go to the other, whose /readyz and answers
+    stay 200 throughout; the supervisor starts a replacement, which warms up and serves."""
+    server = start_server(
+        tmp_path / "log", {"MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS)}, command=("-m", "service", "--workers", "2")
+    )
+    png = (REPO / "examples" / "seven.png").read_bytes()
+
+    def ready_count() -> int:
+        return sum('"ready: warm-up took' in line for line in server.log_lines())
+
+    try:
+        wait_until(lambda: len(_worker_pids(server.process.pid)) == 2 and ready_count() == 2, "two workers ready")
+        workers = _worker_pids(server.process.pid)
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        statuses = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (ready_count() == 3 and len(_worker_pids(server.process.pid)) == 2):
+            statuses.append(httpx.get(f"{server.url}/readyz").status_code)  # a new connection each time
+            answer = httpx.post(f"{server.url}/reconstruct", content=png, headers={"content-type": "image/png"})
+            statuses.append(answer.status_code)
+        replaced = _worker_pids(server.process.pid)
+        assert ready_count() == 3 and len(replaced) == 2 and victim not in replaced, "a replacement is up"
+        assert statuses and set(statuses) == {200}, "the other worker answered everything meanwhile"
+        for _ in range(20):
+            with httpx.Client(base_url=server.url) as client:
+                assert (
+                    client.post("/reconstruct", content=png, headers={"content-type": "image/png"}).status_code == 200
+                )
+    finally:
+        stop_server(server)

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from service.checkpoint import load_checkpoint
+from tests.conftest import REPO
 from training import loop, train
 from training.evaluate import Evaluation
 
@@ -169,3 +174,40 @@ def test_calibrate_refuses_what_it_cannot_calibrate(tmp_path: Path, capsys: pyte
 
     assert calibrate.main([str(tmp_path / "missing.safetensors")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path: Path, mnist_dir: Path) -> None:
+    """kill -9 in the middle of an epoch: every file on disk is whole (the train state of the last
+    finished epoch, no checkpoint yet), and --resume ends with the uninterrupted run's weights."""
+    common = ["--epochs", "3", "--limit", "3000", "--batch-size", "32", "--seed", "5", "--novelty-channels", "0"]
+
+    def command(out: Path, *args: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "training",
+            *args,
+            "--data-dir",
+            str(mnist_dir),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run(command(whole, *common), cwd=REPO, check=True, capture_output=True, timeout=600)
+    run = subprocess.Popen(command(killed, *common), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "train_state.safetensors"
+    deadline = time.monotonic() + 300
+    while not state.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # into epoch 2 of 3
+    run.send_signal(signal.SIGKILL)
+    assert run.wait(30) == -signal.SIGKILL
+    assert state.exists() and not (killed / "autoencoder.safetensors").exists(), "killed after epoch 1, before the end"
+    assert not list(killed.glob(".*.tmp")), "nothing was being written when it died"
+    subprocess.run(command(killed, "--resume", str(state)), cwd=REPO, check=True, capture_output=True, timeout=600)
+    a, b = (load_checkpoint(run_dir / "autoencoder.safetensors") for run_dir in (whole, killed))
+    assert b.sha256 == a.sha256, "killed + resumed == uninterrupted, byte for byte"
+    assert [h["epoch"] for h in b.metadata["training"]["history"]] == [1, 2, 3]
