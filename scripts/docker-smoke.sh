@@ -73,7 +73,7 @@ assert np.load(out / "decoded.npy").shape == (1, 1, 28, 28)
 recon = json.loads((out / "recon.json").read_text())
 assert len(recon["anomaly"]) == 3 and recon["anomaly_quantile"] == 0.99, "the shipped model is calibrated"
 outputs = {o["name"] for o in json.loads((out / "v2.json").read_text())["outputs"]}
-assert outputs == {"latent", "reconstruction", "mse", "percentile", "anomaly"}, outputs
+assert outputs == {"latent", "reconstruction", "mse", "novelty", "percentile", "anomaly"}, outputs
 print("   answers: JSON, PNG and .npy as expected, with anomaly decisions; the v2 protocol; the page and /docs")
 PYCHECK
 
@@ -116,7 +116,10 @@ assert result["peak_share"] <= 0.85 and result["statuses"].get("200", 0) > 0, re
 PYCHECK
 
 # kept-alive clients through a stop: a request sent and never answered counts; a refused
-# connection does not (nothing was sent). Target: at most one per client connection.
+# connection does not (nothing was sent). Docker's port proxy accepts connections on the server's
+# behalf until Docker has taken it down, a few hundred ms after the server exited, and drops them:
+# those are refused connections in all but name, counted apart by the time the server exited.
+# Target: at most one unanswered request per client connection while the server lived.
 stop_under_load() {  # $1: what stops the API (a command line)
     "$PY" scripts/drain_load.py "$URL" --clients 8 --seconds 60 > "$OUT/load.json" &
     local load=$! started
@@ -124,12 +127,21 @@ stop_under_load() {  # $1: what stops the API (a command line)
     started=$(date +%s)
     $1
     wait "$load"
-    echo "   $1: $(( $(date +%s) - started )) s; load: $(cat "$OUT/load.json")"
-    "$PY" - "$OUT/load.json" <<'PYCHECK' || fail "$1 left requests unanswered"
+    # when the server exited: its last log line ("Finished server process", a few ms before the
+    # exit); Docker records its own FinishedAt only once it has taken the port proxy down
+    docker logs "$api_id" 2>&1 | grep 'Finished server process' | tail -1 > "$OUT/finished"
+    "$PY" - "$OUT/load.json" "$OUT/finished" "$1" <<'PYCHECK' || fail "$1 left requests unanswered"
 import json, sys
+from datetime import datetime
 counts = json.load(open(sys.argv[1]))
-assert counts["ok"] > 0 and counts["error_status"] == 0 and counts["unanswered"] <= counts["clients"], counts
+exited = datetime.fromisoformat(json.loads(open(sys.argv[2]).read())["ts"]).timestamp()
+at = counts.pop("unanswered_at")
+lived = sum(t <= exited + 0.015 for t in at)  # the exit's resets reach clients in 3-13 ms, the proxy's drops from 20
+summary = {k: v for k, v in counts.items() if k != "unanswered"}
+print(f"   {sys.argv[3]}: unanswered while the server lived {lived}, after it exited (the proxy's) {len(at) - lived}; {summary}")
+assert counts["ok"] > 0 and counts["error_status"] == 0 and lived <= counts["clients"], counts
 PYCHECK
+    echo "   $1 took $(( $(date +%s) - started )) s"
     # grep reads all of it (-q would stop at the match, and the logs' SIGPIPE would fail the pipeline)
     compose logs api | grep 'all accepted requests answered' >/dev/null || fail "the API did not report a clean drain"
 }

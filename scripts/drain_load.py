@@ -4,7 +4,10 @@ server has refused every connection for a while (or the time is up). Each reques
 
 - ok / error_status: answered, 200 or not;
 - unanswered: sent and never answered (the connection closed or reset under it): the drain's
-  target is at most one per client connection;
+  target is at most one per client connection. Each one's time is recorded (``unanswered_at``,
+  Unix seconds): behind a port proxy (Docker's), connections made after the server has exited are
+  accepted by the proxy and dropped, which a client cannot tell from a lost request; the caller
+  counts those apart, by the time the server exited;
 - refused: the connection itself was refused, so nothing was sent; a client then retries, as it
   would against another replica, after 50 ms.
 
@@ -38,6 +41,7 @@ async def main() -> int:
         raise SystemExit("load goes to loopback only")
     counts = {"ok": 0, "error_status": 0, "unanswered": 0, "refused": 0}
     errors: dict[str, int] = {}
+    unanswered_at: list[float] = []
     deadline = time.monotonic() + args.seconds
     last_answer = time.monotonic()
     headers = {"authorization": f"Bearer {args.api_key}"} if args.api_key else {}
@@ -56,13 +60,15 @@ async def main() -> int:
                     continue
                 except httpx.TransportError as exc:
                     counts["unanswered"] += 1
+                    unanswered_at.append(time.time())
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                     continue
                 last_answer = time.monotonic()
                 counts["ok" if response.status_code == 200 else "error_status"] += 1
 
     await asyncio.gather(*(client() for _ in range(args.clients)))
-    sys.stdout.write(json.dumps({**counts, "clients": args.clients, "unanswered_by_error": errors}) + "\n")
+    result = {**counts, "clients": args.clients, "unanswered_by_error": errors, "unanswered_at": unanswered_at}
+    sys.stdout.write(json.dumps(result) + "\n")
     return 0
 
 

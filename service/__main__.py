@@ -12,6 +12,7 @@ SIGHUP to this process restarts the workers one at a time on the configured chec
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import socket
@@ -29,6 +30,9 @@ from service.main import WORKERS_VARIABLE, StartupError, create_app, load_model
 from service.settings import describe_settings_error, get_settings
 
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode reads it
+# after the server stops accepting: time for the requests on connections it accepted just before to
+# arrive and be read (a client sends its request as soon as it is connected)
+READ_ACCEPTED_S = 0.1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     os.environ[WORKERS_VARIABLE] = str(args.workers)  # each process takes its share of the memory limit
     if args.workers == 1:
-        uvicorn.Server(uvicorn.Config(create_app(settings, checkpoint=checkpoint), **options)).run()
+        config = uvicorn.Config(create_app(settings, checkpoint=checkpoint), **options)
+        listener = config.bind_socket()
+        # the port keeps listening until the process exits (see DrainingServer)
+        with listener.dup():
+            DrainingServer(config).run(sockets=[listener])
         return 0
     configure_logging(settings.log_level, settings.log_format)  # the supervisor's own lines
     with tempfile.TemporaryDirectory(prefix="mnist-ae-metrics-") as metrics_dir:
@@ -98,6 +106,26 @@ def main(argv: list[str] | None = None) -> int:
         close_on_stop(listener)
         supervisor.run()
     return 0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, whose shutdown loses no request it has accepted.
+
+    uvicorn's own shutdown stops accepting and at once closes every connection with no request in
+    progress, including one accepted an instant before whose request it has not read yet: the
+    client, having sent it, gets no answer. Here the requests on such connections are read and
+    answered first (with ``Connection: close``). And the port keeps listening until the process
+    exits (``python -m service`` holds a duplicate of the listener): a port proxy that accepts on
+    the server's behalf (Docker's) would otherwise accept and drop every connection made while
+    the accepted requests finish; such a connection waits in the backlog instead and is reset at
+    the exit, one lost request per client at most. (With --workers, see :func:`close_on_stop`.)
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # no new connections; uvicorn's shutdown closes them again, harmlessly
+        await asyncio.sleep(READ_ACCEPTED_S)
+        await super().shutdown(sockets)
 
 
 def close_on_stop(listener: socket.socket) -> None:

@@ -180,7 +180,7 @@ def test_calibrate_refuses_what_it_cannot_calibrate(tmp_path: Path, capsys: pyte
 def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path: Path, mnist_dir: Path) -> None:
     """kill -9 in the middle of an epoch: every file on disk is whole (the train state of the last
     finished epoch, no checkpoint yet), and --resume ends with the uninterrupted run's weights."""
-    common = ["--epochs", "3", "--limit", "3000", "--batch-size", "32", "--seed", "5", "--novelty-channels", "0"]
+    common = ["--epochs", "3", "--limit", "1500", "--batch-size", "32", "--seed", "5", "--novelty-channels", "0"]
 
     def command(out: Path, *args: str) -> list[str]:
         return [
