@@ -33,6 +33,10 @@ METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mod
 # after the server stops accepting: time for the requests on connections it accepted just before to
 # arrive and be read (a client sends its request as soon as it is connected)
 READ_ACCEPTED_S = 0.1
+# how long uvicorn's supervisor waits for a worker it starts to be ready (and for any worker to
+# answer its health check): a worker loads the model and warms up first, which under load on 2
+# cores takes longer than uvicorn's default of 5 s, and a SIGHUP restart would be abandoned
+WORKER_START_TIMEOUT_S = 60
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "access_log": False,
         "proxy_headers": False,
         "timeout_graceful_shutdown": args.graceful_timeout,
+        "timeout_worker_healthcheck": WORKER_START_TIMEOUT_S,
         "loop": args.loop,
         "http": args.http,
     }

@@ -20,7 +20,7 @@ from service.fileio import sha256_hex
 from service.inference import Op, Predictor
 from service.model import AutoEncoder, ModelConfig
 from tests.conftest import SHIPPED_WEIGHTS, image_file, in_process, npy, service_settings
-from tests.harness import start_server, wait_until
+from tests.harness import start_server, stop_server, wait_until
 
 POISON = 0.123  # a batch holding an image whose first pixel is exactly this makes the model "fail"
 NPY = {"content-type": "application/x-npy", "accept": "application/x-npy"}
@@ -174,6 +174,51 @@ async def test_every_response_says_connection_close_while_draining(tiny_checkpoi
     assert all(r.headers["connection"] == "close" for r in responses), [r.headers for r in responses]
 
 
+class KeptAliveLoad:
+    """Clients posting PNGs to /reconstruct over kept-alive connections until stopped, and what
+    became of each request: answered (its status; for those sent once ``marked`` is set, whether
+    the answer said ``Connection: close``), never answered, or refused before it was sent."""
+
+    def __init__(self, url: str, bodies: list[bytes]) -> None:
+        self.url, self.bodies = url, bodies
+        self.statuses: list[int] = []
+        self.closing: list[bool] = []
+        self.unanswered: list[str] = []
+        self.refused = 0
+        self.marked, self.stop, self._answered = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._client(body)) for body in self.bodies]
+
+    async def finish(self) -> None:
+        self.stop.set()
+        await asyncio.gather(*self._tasks)
+
+    async def until_answered(self, count: int) -> None:
+        while len(self.statuses) < count:
+            self._answered.clear()
+            await self._answered.wait()
+
+    async def _client(self, body: bytes) -> None:
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
+            while not self.stop.is_set():
+                marked = self.marked.is_set()
+                try:
+                    response = await client.post("/reconstruct", content=body, headers={"content-type": "image/png"})
+                except httpx.ConnectError:
+                    self.refused += 1  # the listener has closed: not accepted, so nothing was lost
+                    await asyncio.sleep(0.05)
+                    continue
+                except httpx.TransportError as exc:  # sent, and never answered
+                    self.unanswered.append(repr(exc))
+                    continue
+                if marked:
+                    self.closing.append(response.headers.get("connection") == "close")
+                self.statuses.append(response.status_code)
+                self._answered.set()
+
+
 @pytest.mark.integration
 @pytest.mark.anyio
 @pytest.mark.parametrize("workers", [1, 2])
@@ -188,63 +233,69 @@ async def test_sigterm_under_keep_alive_load_loses_no_request(
         {"MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS), "MNIST_AE_DRAIN_GRACE_S": "1.5"},
         command=("-m", "service", "--workers", str(workers)),
     )
-    clients_n = 8
-    statuses: list[int] = []
-    closing: list[bool] = []  # whether each request sent once the drain began was answered with Connection: close
-    unanswered: list[str] = []
-    refused = 0
-    stop, answered, drain_seen = asyncio.Event(), asyncio.Event(), asyncio.Event()
-
-    async def until_answered(count: int) -> None:
-        while len(statuses) < count:
-            answered.clear()
-            await answered.wait()
-
-    async def client_loop(i: int) -> None:
-        nonlocal refused
-        body = image_file(test_digits[i])
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            while not stop.is_set():
-                sent_while_draining = drain_seen.is_set()
-                try:
-                    response = await client.post("/reconstruct", content=body, headers={"content-type": "image/png"})
-                except httpx.ConnectError:
-                    refused += 1  # the listener has closed: not accepted, so nothing was lost
-                    await asyncio.sleep(0.05)
-                    continue
-                except httpx.TransportError as exc:  # sent, and never answered
-                    unanswered.append(repr(exc))
-                    continue
-                if sent_while_draining:
-                    closing.append(response.headers.get("connection") == "close")
-                statuses.append(response.status_code)
-                answered.set()
-
-    clients = [asyncio.create_task(client_loop(i)) for i in range(clients_n)]
-    await until_answered(64)  # under load
+    load = KeptAliveLoad(server.url, [image_file(digit) for digit in test_digits[:8]])
+    load.start()
+    await load.until_answered(64)  # under load
     server.process.send_signal(signal.SIGTERM)
 
     def drain_began() -> bool:
         return sum("/readyz says 503" in line for line in server.log_lines()) == workers
 
     await asyncio.to_thread(wait_until, drain_began, "the drain began")
-    drain_seen.set()
-    served_before = len(statuses)
-    await until_answered(served_before + 16)  # served during the grace period
+    load.marked.set()
+    served_before = len(load.statuses)
+    await load.until_answered(served_before + 16)  # served during the grace period
     async with httpx.AsyncClient(base_url=server.url, timeout=5) as probe:
         draining = await probe.get("/readyz")
     assert draining.status_code == 503 and "draining" in draining.json()["error"]["message"]
     exit_code = await asyncio.to_thread(server.process.wait, 30)  # the bound: well within 30 s
-    stop.set()
-    await asyncio.gather(*clients)
+    await load.finish()
     # uvicorn finishes its graceful shutdown, then re-raises the signal: "killed by SIGTERM" is a clean exit
     assert exit_code in (0, -signal.SIGTERM)
-    assert len(statuses) > served_before, "requests kept being served during the grace period"
-    assert set(statuses) == {200}, "every answered request succeeded"
-    assert closing and all(closing), "Connection: close on every answer during the drain"
-    assert len(unanswered) <= clients_n, unanswered
+    assert len(load.statuses) > served_before, "requests kept being served during the grace period"
+    assert set(load.statuses) == {200}, "every answered request succeeded"
+    assert load.closing and all(load.closing), "Connection: close on every answer during the drain"
+    assert len(load.unanswered) <= len(load.bodies), load.unanswered
     stopped = [line for line in server.log_lines() if "stopped (all accepted requests answered)" in line]
     assert len(stopped) == workers
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_a_sighup_restart_of_the_workers_under_keep_alive_load_loses_no_request(
+    tmp_path: Path, test_digits: np.ndarray
+) -> None:
+    """SIGHUP to the supervisor of 2 workers: each is replaced in turn by a new one, warm before it
+    takes a connection, and drains (``Connection: close``) as it goes; at most one request lost
+    per client, and none refused with an error."""
+    server = start_server(
+        tmp_path / "log",
+        {"MNIST_AE_CHECKPOINT": str(SHIPPED_WEIGHTS), "MNIST_AE_DRAIN_GRACE_S": "1"},
+        command=("-m", "service", "--workers", "2"),
+    )
+
+    def count(text: str) -> int:
+        return sum(text in line for line in server.log_lines())
+
+    load = KeptAliveLoad(server.url, [image_file(digit) for digit in test_digits[:8]])
+    try:
+        wait_until(lambda: count('"ready: warm-up took') == 2, "both workers ready")
+        load.start()
+        await load.until_answered(64)
+        server.process.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(
+            wait_until, lambda: count("stopped (all accepted requests answered)") == 2, "both replaced", 90
+        )
+        served = len(load.statuses)
+        await load.until_answered(served + 32)  # the new workers serve
+        await load.finish()
+        assert count('"ready: warm-up took') == 4, "two new workers, each warm before serving"
+        assert set(load.statuses) == {200}, "no request answered with an error"
+        assert len(load.unanswered) <= len(load.bodies), load.unanswered
+    finally:
+        if not load.stop.is_set():
+            await load.finish()
+        stop_server(server)
 
 
 def _bad_checkpoint(problem: str, directory: Path) -> Path:
