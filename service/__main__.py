@@ -33,10 +33,12 @@ METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mod
 # after the server stops accepting: time for the requests on connections it accepted just before to
 # arrive and be read (a client sends its request as soon as it is connected)
 READ_ACCEPTED_S = 0.1
-# how long uvicorn's supervisor waits for a worker it starts to be ready (and for any worker to
-# answer its health check): a worker loads the model and warms up first, which under load on 2
-# cores takes longer than uvicorn's default of 5 s, and a SIGHUP restart would be abandoned
-WORKER_START_TIMEOUT_S = 60
+# how long uvicorn's supervisor waits for a worker it starts to be ready, and for a worker to
+# answer its health check. Its default, 5 s, is shorter than a worker's start under load on 2
+# cores (6 s measured: 5.3 s to spawn and import torch, 0.7 s to load and warm up), and a SIGHUP
+# restart would be abandoned; a longer one delays noticing a worker killed while it was being
+# checked by as much (the check waits on a pipe that the supervisor holds both ends of)
+WORKER_START_TIMEOUT_S = 20
 
 
 def main(argv: list[str] | None = None) -> int:

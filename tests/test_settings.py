@@ -126,7 +126,7 @@ def test_python_m_service_loads_the_checkpoint_once(monkeypatch: pytest.MonkeyPa
 
     served: list[object] = []
     monkeypatch.setattr(service.main, "load_checkpoint", counting)
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self.config.app))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(self.config.app))
     assert entry.main(["--port", "8123"]) == 0
     assert len(loads) == 1 and served and served[0].state.service.checkpoint is not None  # type: ignore[attr-defined]
 
