@@ -29,14 +29,19 @@ step "build both targets (serve, train)"
 compose build api train
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^mnist-ae:'
 
+wait_healthy() {  # up to 120 s for the API's health check to pass
+    local health
+    for _ in $(seq 120); do
+        health=$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q api)")
+        [ "$health" = healthy ] && return 0
+        sleep 1
+    done
+    fail "the API is $health, not healthy"
+}
+
 step "start the API and wait for healthy"
 compose up -d api
-for _ in $(seq 120); do
-    health=$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q api)")
-    [ "$health" = healthy ] && break
-    sleep 1
-done
-[ "$health" = healthy ] || fail "the API is $health, not healthy"
+wait_healthy
 step "healthy"
 
 step "the endpoints with the example files"
@@ -150,12 +155,7 @@ step "docker compose stop under kept-alive load"
 stop_under_load "compose stop api"
 step "docker stop under kept-alive load"
 compose start api
-for _ in $(seq 120); do
-    health=$(docker inspect -f '{{.State.Health.Status}}' "$api_id")
-    [ "$health" = healthy ] && break
-    sleep 1
-done
-[ "$health" = healthy ] || fail "the API is $health after a restart, not healthy"
+wait_healthy
 stop_under_load "docker stop --time 45 $api_id"
 
 step "tear down"

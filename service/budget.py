@@ -20,10 +20,10 @@ import os
 from pathlib import Path
 
 MEMORY_TARGET = 0.85  # of the memory limit: what the process may reach at its peak
-# measured on the shipped model (docs/deployment.md): a 1,024-image JSON request of 7.6 MB peaks at
-# about 2.2x its body once the allocator is warm (the body, the parsed lists, the arrays, the
-# 8.3 MB JSON answer); 4x leaves room for the first one's one-off growth and for formats whose
-# answer outweighs the request (a .npy of uint8 images is answered in float32, 4x its size)
+# measured on the shipped model (python -m bench.burst, docs/decisions.md): 96 clients posting
+# 1,024-image JSON bodies of 7.6 MB (the body, the parsed lists of floats, the arrays, the 8.3 MB
+# JSON answer) peaked at 89.5% of the limit at 4x, 85.1% at 6x, and at 81-82% with 8x and
+# in_flight_capacity's headroom; a .npy of uint8 images is answered in float32, 4x its size
 BYTES_PER_BODY_BYTE = 8
 BYTES_PER_REQUEST = 256 * 1024  # a one-PNG request still decodes, batches and renders a response
 

@@ -78,11 +78,12 @@ def keep_freed_blocks(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold
     )
 
 
-def return_freed_memory() -> bool:
+def return_freed_memory() -> None:
     """Give the memory that freed blocks hold back to the system (``malloc_trim``): after a burst,
-    the heap would otherwise keep its high-water mark. Whether the C library could."""
+    the heap would otherwise keep its high-water mark. A no-op where the C library is not glibc."""
     libc = _glibc()
-    return libc is not None and libc.malloc_trim(0) in (0, 1)
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def cuda_library_ranges(maps_lines: Iterable[str]) -> Iterator[tuple[int, int]]:

@@ -106,7 +106,8 @@ class RequestLayer:
                 await send({"type": "http.response.body", "body": response.body})
         finally:
             if held.release() and held.budget is not None and held.budget.take_peak() >= TRIM_THRESHOLD_BYTES:
-                self.state.background(_return_freed_memory())  # a burst has passed
+                # a burst has passed; off the event loop, as malloc_trim walks the heap
+                self.state.background(asyncio.to_thread(return_freed_memory))
             elapsed = time.perf_counter() - started
             template = route.path if route else getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.in_flight.dec()
@@ -227,7 +228,9 @@ class _Held:
         return self.budget.reserved == 0
 
     def overloaded(self) -> Overloaded:
-        reserved, capacity = (0, 0) if self.budget is None else (self.budget.reserved, self.budget.capacity)
+        """The refusal of a request that did not fit (so there is a budget)."""
+        assert self.budget is not None
+        reserved, capacity = self.budget.reserved, self.budget.capacity
         return Overloaded(
             f"requests in flight hold {reserved / 2**20:.0f} MB of the {capacity / 2**20:.0f} MB this server "
             "spends on them; retry shortly",
@@ -235,10 +238,6 @@ class _Held:
             # still sending it, gets this answer (a close would reset the connection under it)
             headers={"retry-after": "1"},
         )
-
-
-async def _return_freed_memory() -> None:
-    await asyncio.to_thread(return_freed_memory)  # off the event loop: it walks the heap
 
 
 async def _read_body(receive: Receive) -> bytes:
