@@ -61,9 +61,10 @@ ARCHITECTURES = {"dense8": ("dense 8 (code_size=8)", 8), "seed": ("seed (16x7x7 
 DEFAULT_ARCHITECTURES = ("dense8",)
 DEFAULT_SEEDS = (0, 1, 2)
 MARKERS = ("<!-- auroc-table:start -->", "<!-- auroc-table:end -->")
-# the recipe of every one-class run: the default one, at 20 epochs of a tenth of the data, without a
-# novelty head (it learns ten digits; a one-class model's score is its MSE)
-ONE_CLASS = Recipe(epochs=20, novelty_channels=0)
+# the recipe of every one-class run: the default one, at 16 epochs of a tenth of the data, without a
+# novelty head (it learns ten digits; a one-class model's score is its MSE). 16, not 20: the default
+# run fits in 15 minutes on 2 cores (14.4 against ~17), at 94.90 +- 0.09 against 94.97 +- 0.18
+ONE_CLASS = Recipe(epochs=16, novelty_channels=0)
 
 
 @dataclass(frozen=True)
