@@ -50,7 +50,7 @@ COPY service ./service
 COPY weights ./weights
 ENV MNIST_AE_CHECKPOINT=/app/weights/autoencoder.safetensors
 USER 10001
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]
 CMD ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000"]

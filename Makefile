@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SOURCES := service training tests bench scripts examples
 
-.PHONY: setup serve test test-fast docker-smoke lint typecheck train evaluate data bench-deps bench device-kit clean
+.PHONY: setup serve test test-fast docker-smoke lint typecheck protos train evaluate data bench-deps bench device-kit clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ test-fast: setup
 # MNIST is fetched here first and copied into the training container's volume
 docker-smoke: setup data
 	PY=$(PY) bash scripts/docker-smoke.sh
+
+# the gRPC messages (service/oip_grpc/), generated from their .proto and checked in: the image needs no
+# protoc, and tests/test_grpc.py checks that they are what this generates
+protos: setup
+	$(PY) -m grpc_tools.protoc -I service/oip_grpc --python_out=service/oip_grpc --pyi_out=service/oip_grpc service/oip_grpc/predict_v2.proto
 
 lint: setup
 	$(PY) -m ruff check $(SOURCES)

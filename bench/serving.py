@@ -15,13 +15,17 @@ service, and the raw model.
    layer, the endpoint and the batcher).
 3. 256 images per request, as .npy and as multipart PNG, against the model's own eager forward
    pass at batch 256 in-process; rounds interleaved, medians reported.
-Load comes from wrk, a separate process, on loopback only.
+4. The Open Inference Protocol, one UINT8 image per call, every output: REST /v2 (binary tensor
+   data, HTTP/1.1) beside gRPC (raw contents, HTTP/2), both from h2load over 32 connections,
+   rounds interleaved; each gRPC call's own status is checked in the server's metrics.
+Load comes from wrk and h2load, separate processes, on loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import tempfile
 import time
@@ -30,25 +34,34 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import torch
 
+from bench.h2load import grpc_frame, run_h2load
 from bench.report import command_line, plot_path, write_section
 from bench.workload import PNG, batch_bodies
 from bench.wrk import LoadResult, run_wrk, run_wrk_for_requests
 from service.checkpoint import load_checkpoint
 from service.codecs.images import decode_image
+from service.codecs.oip import MODEL_NAME
 from service.inference import Op, Predictor
 from service.main import create_app
 from service.model import ModelConfig
+from service.oip_grpc import predict_v2_pb2 as pb
+from service.oip_grpc.server import SERVICE
 from service.responses import OutputFormat, render_images
 from service.scoring import Scores, is_anomaly
 from service.settings import DEFAULT_CHECKPOINT, Settings
-from tests.harness import LiveServer, start_server, stop_server, thread_cpu_seconds
+from tests.harness import REPO, LiveServer, free_port, start_server, stop_server, thread_cpu_seconds
 
 TARGETS = (
     "(a) HTTP ceiling: bare ASGI, same uvicorn",
     "this service, POST /reconstruct",
     "(b) peer-style FastAPI service",
+)
+OIP_TARGETS = (
+    "REST `/v2/models/mnist-ae/infer`, binary tensor data, HTTP/1.1",
+    "gRPC `ModelInfer`, raw contents, HTTP/2",
 )
 
 
@@ -209,6 +222,53 @@ def single_image_rounds(
     return results, cpu
 
 
+def oip_bodies(tmp: Path) -> tuple[Path, dict[str, str], Path, dict[str, str]]:
+    """One UINT8 digit with every output asked for: a REST /v2 body (JSON, then the pixels) and its
+    headers, and a gRPC ModelInfer call's body and headers."""
+    pixels = np.load(REPO / "examples" / "digits.npy")[:1].astype(np.uint8)  # (1,28,28)
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "images", "datatype": "UINT8", "shape": [1, 28, 28], "parameters": {"binary_data_size": 784}}
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    rest = tmp / "v2.bin"
+    rest.write_bytes(header + pixels.tobytes())
+    rest_headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))}
+    request = pb.ModelInferRequest(model_name=MODEL_NAME, raw_input_contents=[pixels.tobytes()])
+    request.inputs.add(name="images", datatype="UINT8", shape=[1, 28, 28])
+    grpc = tmp / "grpc.bin"
+    grpc.write_bytes(grpc_frame(request.SerializeToString()))
+    return rest, rest_headers, grpc, {"content-type": "application/grpc", "te": "trailers"}
+
+
+def grpc_calls_answered(server: LiveServer) -> int:
+    """ModelInfer calls the server answered OK, from its request metrics."""
+    text = httpx.get(f"{server.url}/metrics").text
+    pattern = rf'^mnist_ae_http_requests_total{{[^}}]*route="/{SERVICE}/ModelInfer"[^}}]*status="200"[^}}]*}} (\S+)'
+    found = re.search(pattern, text, re.M)
+    return int(float(found.group(1))) if found else 0
+
+
+def oip_rounds(server: LiveServer, grpc_port: int, tmp: Path, rounds: int, requests: int) -> dict[str, list[float]]:
+    """req/s of REST /v2 and of gRPC, one image per call, in interleaved rounds."""
+    rest, rest_headers, grpc, grpc_headers = oip_bodies(tmp)
+    runs: dict[str, list[float]] = {OIP_TARGETS[0]: [], OIP_TARGETS[1]: []}
+    rest_url = f"{server.url}/v2/models/{MODEL_NAME}/infer"
+    grpc_url = f"http://127.0.0.1:{grpc_port}/{SERVICE}/ModelInfer"
+    for _ in range(rounds):
+        result = run_h2load(rest_url, rest, rest_headers, requests=requests, connections=32, http1=True)
+        assert result.requests == requests, f"{requests - result.requests} REST /v2 calls failed"
+        runs[OIP_TARGETS[0]].append(result.rps)
+        before = grpc_calls_answered(server)
+        result = run_h2load(grpc_url, grpc, grpc_headers, requests=requests, connections=32, http1=False)
+        assert grpc_calls_answered(server) - before == requests, "some gRPC calls did not answer OK"
+        runs[OIP_TARGETS[1]].append(result.rps)
+    return runs
+
+
 def median_of(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -243,7 +303,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         npy, multipart, multipart_type = batch_bodies(tmp, 256)
-        ours = start_server(tmp / "ours.log", {})
+        grpc_port = free_port()
+        ours = start_server(tmp / "ours.log", {"MNIST_AE_GRPC_PORT": str(grpc_port)})
         answer = tmp / "answer.json"
         answer.write_bytes(
             httpx.post(
@@ -288,6 +349,7 @@ def main() -> None:
                     * 256
                 )
             raw_runs.append(raw_forward_images_per_s(256))
+            oip = oip_rounds(ours, grpc_port, tmp, args.rounds, args.requests // 2)
         finally:
             for server in servers.values():
                 stop_server(server)
@@ -354,6 +416,18 @@ def main() -> None:
             f"The raw figure is the median of {args.rounds + 1} measurements, before each round and after the last. "
             "The server runs the decoder with each upsampling folded into the convolution after it "
             "(service/folding.py), the same function within 1e-6, so it can beat the eager forward pass.",
+            "",
+            f"### The Open Inference Protocol: one UINT8 image per call, every output ({args.requests // 2:,} calls "
+            f"a run from h2load over 32 connections, median of {args.rounds} interleaved rounds)",
+            "",
+            "| front door | req/s | vs REST |",
+            "|---|---:|---:|",
+            *(
+                f"| {name} | {median_of(runs):,.0f} | {median_of(runs) / median_of(oip[OIP_TARGETS[0]]):.2f}x |"
+                for name, runs in oip.items()
+            ),
+            "",
+            "The same server process answers both: one micro-batcher, one guard, the same scoring.",
             "",
             f"![serving throughput](bench/plots/{section}.png)",
         ]

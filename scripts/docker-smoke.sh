@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-mnist-ae-smoke}
 export API_PORT=${API_PORT:-18000}
+export GRPC_PORT=${GRPC_PORT:-18001}
 export MNIST_AE_API_KEY=${MNIST_AE_API_KEY:-smoke-$RANDOM$RANDOM$RANDOM}
 URL=http://127.0.0.1:$API_PORT
 AUTH="Authorization: Bearer $MNIST_AE_API_KEY"
@@ -80,6 +81,34 @@ assert len(recon["anomaly"]) == 3 and recon["anomaly_quantile"] == 0.99, "the sh
 outputs = {o["name"] for o in json.loads((out / "v2.json").read_text())["outputs"]}
 assert outputs == {"latent", "reconstruction", "mse", "novelty", "percentile", "anomaly"}, outputs
 print("   answers: JSON, PNG and .npy as expected, with anomaly decisions; the v2 protocol; the page and /docs")
+PYCHECK
+
+step "gRPC: the Open Inference Protocol and the health service on the container's gRPC port"
+"$PY" - "127.0.0.1:$GRPC_PORT" "$MNIST_AE_API_KEY" <<'PYCHECK' || fail "gRPC"
+import sys
+
+import grpc
+import numpy as np
+import tritonclient.grpc as triton
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+target, key = sys.argv[1], sys.argv[2]
+client = triton.InferenceServerClient(target)
+assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("mnist-ae")
+digits = np.load("examples/digits.npy")
+images = triton.InferInput("images", list(digits.shape), "UINT8")
+images.set_data_from_numpy(digits)
+result = client.infer("mnist-ae", [images], headers={"authorization": f"Bearer {key}"})
+assert result.as_numpy("reconstruction").shape == (3, 1, 28, 28) and result.as_numpy("anomaly").shape == (3,)
+try:
+    client.infer("mnist-ae", [images])
+    raise AssertionError("answered without the API key")
+except triton.InferenceServerException as error:
+    assert error.status() == "StatusCode.UNAUTHENTICATED", error.status()
+with grpc.insecure_channel(target) as channel:
+    check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
+    assert check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+print("   ModelInfer with the key, UNAUTHENTICATED without it; health SERVING")
 PYCHECK
 
 step "the container's user and its read-only root"

@@ -29,6 +29,7 @@ from service.batcher import MicroBatcher
 from service.budget import ByteBudget, in_flight_capacity, memory_limit_bytes, request_bytes
 from service.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from service.codecs.oip import HEADER_LENGTH
+from service.dataplane import version_of
 from service.device import resolve_device
 from service.error_responses import install_error_handlers
 from service.inference import Predictor
@@ -39,7 +40,6 @@ from service.openapi import add_inference_routes, describe_served_model
 from service.request_layer import RequestLayer
 from service.routes import admin, ops, ui, v2
 from service.routes.inference import ROUTES
-from service.routes.v2 import version_of
 from service.settings import Settings, get_settings, unknown_settings
 from service.state import ServiceState
 from service.wire import ANOMALY_HEADER, MSE_HEADER, PERCENTILE_HEADER, QUANTILE_HEADER, REQUEST_ID_HEADER
@@ -120,6 +120,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     loop = asyncio.get_running_loop()
     installed_signals = signals.install(loop, state)  # drain grace, SIGHUP roll-outs (service/signals.py)
+    grpc_server = None
+    if settings.grpc_port is not None:
+        # imported only when asked for: grpc and protobuf are ~30 MB of memory nobody else needs
+        from service.oip_grpc.server import GrpcServer
+
+        grpc_server = GrpcServer(state, app.version)
+        await grpc_server.start()
+        state.on_drain.append(lambda: state.background(grpc_server.drain()) if grpc_server else None)
     metrics_server = None
     if settings.metrics_port is not None:
         metrics_server, _ = start_http_server(
@@ -132,8 +140,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         signals.remove(loop, installed_signals)
         if metrics_server is not None:
             metrics_server.shutdown()
-        state.draining = True
+        state.start_draining()
         state.set_ready(False)
+        if grpc_server is not None:  # calls in flight finish; new ones are refused
+            await grpc_server.stop(DRAIN_TIMEOUT_S)
         drained = await batcher.close(DRAIN_TIMEOUT_S)
         log.info("stopped (%s)", "all accepted requests answered" if drained else "drain timed out")
 

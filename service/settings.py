@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     )
     metrics_host: str = Field("127.0.0.1", description="interface of the separate metrics port")
 
+    # the Open Inference Protocol over gRPC (service/oip_grpc/): off unless a port is set (Triton's is 8001)
+    grpc_port: int | None = Field(None, ge=1, le=65535, description="serve the v2 protocol over gRPC on this port")
+    grpc_host: str = Field("127.0.0.1", description="interface of the gRPC port (0.0.0.0 in a container)")
+
     # shutdown
     drain_grace_s: float = Field(
         0.0, ge=0, le=300, description="after SIGTERM, keep serving this long with /readyz at 503, then stop"

@@ -62,6 +62,6 @@ def _drain_first(
     if state.draining:  # a second signal: stop now
         server_handler(sig, None)
         return
-    state.draining = True
+    state.start_draining()
     log.info("%s: /readyz says 503 for %.1f s while requests are still served, then stopping", sig.name, grace_s)
     loop.call_later(grace_s, server_handler, sig, None)

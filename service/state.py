@@ -4,7 +4,7 @@ readiness; and the guard every inference call passes first (:meth:`ServiceState.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
 from service.access import check_api_key
@@ -26,6 +26,7 @@ class ServiceState:
     ready: bool = False  # loaded and warmed up
     draining: bool = False  # shutting down: finishing accepted requests, taking no new ones
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one roll-out at a time
+    on_drain: list[Callable[[], None]] = field(default_factory=list)  # run by start_draining
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -48,6 +49,15 @@ class ServiceState:
         if not self.ready or self.batcher is None:
             raise NotReady(f"the model is not ready ({self.status}); retry shortly", headers={"retry-after": "1"})
         return self.batcher
+
+    def start_draining(self) -> None:
+        """The drain begins (SIGTERM, or the end of the lifespan): probes say 503 from now on, and
+        each ``on_drain`` callback runs once."""
+        if self.draining:
+            return
+        self.draining = True
+        for callback in self.on_drain:
+            callback()
 
     def background(self, work: Coroutine[object, object, None]) -> None:
         """Run ``work`` as a task of its own, kept referenced until it ends (asyncio holds tasks weakly)."""

@@ -45,7 +45,12 @@ def test_shutdown_fits_in_the_termination_grace_period() -> None:
 def test_probes_and_the_locked_down_container() -> None:
     pod = manifest("deployment.yaml")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # readiness by the standard gRPC health service on the gRPC port, which the settings turn on
+    grpc_port = int(manifest("configmap.yaml")["data"]["MNIST_AE_GRPC_PORT"])
+    assert container["readinessProbe"]["grpc"]["port"] == grpc_port
+    assert {"name": "grpc", "containerPort": grpc_port} in container["ports"]
+    service_ports = {p["name"]: p for p in manifest("service.yaml")["spec"]["ports"]}
+    assert service_ports["grpc"]["targetPort"] == "grpc" and service_ports["grpc"]["appProtocol"] == "grpc"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -64,7 +69,11 @@ def test_the_compose_stack_is_locked_down_and_rolls_out_what_train_writes() -> N
     the training service under its profile, writing where the API's roll-outs read."""
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     api, train = compose["services"]["api"], compose["services"]["train"]
-    assert api["ports"] == ["${API_BIND:-127.0.0.1}:${API_PORT:-8000}:8000"]
+    assert api["ports"] == [
+        "${API_BIND:-127.0.0.1}:${API_PORT:-8000}:8000",
+        "${API_BIND:-127.0.0.1}:${GRPC_PORT:-8001}:8001",
+    ]
+    assert {"MNIST_AE_GRPC_PORT=8001", "MNIST_AE_GRPC_HOST=0.0.0.0"} <= set(api["environment"])
     assert api["read_only"] is True and api["tmpfs"] == ["/tmp"] and "healthcheck" in api
     assert {"cpus", "memory"} <= set(api["deploy"]["resources"]["limits"])
     assert int(api["stop_grace_period"].removesuffix("s")) >= 5 + 30  # drain grace and accepted requests

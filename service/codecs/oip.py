@@ -3,7 +3,8 @@
 An inference request is a JSON object, optionally followed by raw tensor bytes (the binary tensor
 data extension: the ``Inference-Header-Content-Length`` header says where the JSON ends, and each
 input with ``parameters.binary_data_size`` takes its bytes from what follows, in order).
-:func:`read_request` turns one into a checked array and what the client asked for;
+:func:`read_request` turns one into a checked array and what the client asked for (through
+:func:`check_inference`, which the gRPC front door, service/oip_grpc/, shares);
 :func:`render_response` turns the model's outputs back into the protocol's JSON, each output as
 JSON data or as binary, as asked. Errors are the service's own (service/errors.py); under /v2
 they are answered in the protocol's shape, ``{"error": "..."}``, a 422 as the protocol's 400.
@@ -94,68 +95,101 @@ class Inference:
     quantile: float | None
 
 
-def read_request(
-    body: bytes,
-    header_length: str | None,
-    *,
-    image_size: int,
-    latent_shape: tuple[int, int, int],
-    max_items: int,
-    novelty: bool,
-    calibrated: bool,
-) -> Inference:
-    """Parse and check a request body for a model of ``image_size`` images and ``latent_shape``
-    codes, at most ``max_items`` of them; ``novelty``: it has a novelty head; ``calibrated``: it can
-    answer percentiles and decisions."""
+@dataclass(frozen=True)
+class ModelLimits:
+    """What the served model takes and answers: the checks every front door applies."""
+
+    image_size: int
+    latent_shape: tuple[int, int, int]
+    max_items: int  # images or latents in one request
+    novelty: bool  # it has a novelty head
+    calibrated: bool  # it can answer percentiles and decisions
+
+
+def read_request(body: bytes, header_length: str | None, model: ModelLimits) -> Inference:
+    """Parse and check a REST request body (JSON, then any binary tensor data) for ``model``."""
     json_part, binary = _split(body, header_length)
     try:
         request = InferenceRequest.model_validate_json(json_part)
     except ValidationError as exc:
         problems = describe_errors(exc.errors(include_url=False, include_input=False))
         raise MalformedBody(f"invalid inference request: {problems}") from None
-    if len(request.inputs) != 1 or request.inputs[0].name not in ("images", "latents"):
-        names = [i.name for i in request.inputs]
-        raise InvalidInput(f"expected one input, named 'images' or 'latents'; got {names}")
+    check_input_names([i.name for i in request.inputs])
     tensor = request.inputs[0]
-    array = _tensor(tensor, binary)
-    if tensor.name == "images":
-        if tensor.datatype not in ("UINT8", "FP32"):
-            raise InvalidInput(f"input 'images' has datatype {tensor.datatype}; expected UINT8 or FP32")
-        side = image_size
+    parameters = request.parameters or {}
+    all_binary = parameters.get("binary_data_output") is True
+    requested = None
+    if request.outputs is not None:
+        requested = {}
+        for output in request.outputs:
+            asked = output.parameters.binary_data if output.parameters else None
+            requested[output.name] = all_binary if asked is None else asked
+    return check_inference(
+        request.id,
+        tensor.name,
+        tensor.datatype,
+        _tensor(tensor, binary),
+        requested,
+        parameters,
+        default_binary=all_binary,
+        model=model,
+    )
+
+
+def check_input_names(names: list[str]) -> None:
+    """The model takes one input, ``images`` or ``latents``."""
+    if len(names) != 1 or names[0] not in ("images", "latents"):
+        raise InvalidInput(f"expected one input, named 'images' or 'latents'; got {names}")
+
+
+def check_inference(
+    request_id: str | None,
+    name: str,
+    datatype: str,
+    array: np.ndarray,
+    requested: dict[str, bool] | None,
+    parameters: dict[str, Scalar],
+    *,
+    default_binary: bool,
+    model: ModelLimits,
+) -> Inference:
+    """One decoded input tensor (``array`` of the shape the request declared), the outputs asked for
+    (name -> as binary; None: every output the model produces, each ``default_binary``) and the
+    request's parameters -> a checked :class:`Inference`. Shared by the REST and gRPC front doors."""
+    if name == "images":
+        if datatype not in ("UINT8", "FP32"):
+            raise InvalidInput(f"input 'images' has datatype {datatype}; expected UINT8 or FP32")
+        side = model.image_size
         if array.shape[1:] not in ((side, side), (1, side, side)):
             raise InvalidInput(
                 f"input 'images' has shape {list(array.shape)}; expected [N,{side},{side}] or [N,1,{side},{side}]"
             )
-        checked = images_from_array(array, size=image_size, resize=False, max_images=max_items)
-        missing = (() if novelty else HEAD_ONLY) + (() if calibrated else CALIBRATED_ONLY)
+        checked = images_from_array(array, size=side, resize=False, max_images=model.max_items)
+        missing = (() if model.novelty else HEAD_ONLY) + (() if model.calibrated else CALIBRATED_ONLY)
         available = tuple(o for o in IMAGE_OUTPUTS if o not in missing)
     else:
-        if tensor.datatype != "FP32":
-            raise InvalidInput(f"input 'latents' has datatype {tensor.datatype}; expected FP32")
+        if datatype != "FP32":
+            raise InvalidInput(f"input 'latents' has datatype {datatype}; expected FP32")
         if array.ndim != 4:
-            dims = ",".join(map(str, latent_shape))
+            dims = ",".join(map(str, model.latent_shape))
             raise InvalidInput(f"input 'latents' has shape {list(array.shape)}; expected [N,{dims}]")
-        checked = latents_from_array(array, latent_shape=latent_shape, max_latents=max_items)
+        checked = latents_from_array(array, latent_shape=model.latent_shape, max_latents=model.max_items)
         available = LATENT_OUTPUTS
-    parameters = request.parameters or {}
-    all_binary = parameters.get("binary_data_output") is True
-    if request.outputs is None:  # the protocol's default: every output the model produces
-        outputs = dict.fromkeys(available, all_binary)
+    if requested is None:  # the protocol's default: every output the model produces
+        outputs = dict.fromkeys(available, default_binary)
     else:
-        outputs = {}
-        for output in request.outputs:
-            if output.name not in available:
+        for output in requested:
+            if output not in available:
                 why = ""
-                if output.name in HEAD_ONLY:
+                if output in HEAD_ONLY:
                     why = " (the model has no novelty head)"
-                elif output.name in CALIBRATED_ONLY:
+                elif output in CALIBRATED_ONLY:
                     why = " (the checkpoint has no anomaly calibration)"
                 raise InvalidInput(
-                    f"unknown output '{output.name}' for input '{tensor.name}'{why}; available: {', '.join(available)}"
+                    f"unknown output '{output}' for input '{name}'{why}; available: {', '.join(available)}"
                 )
-            asked = output.parameters.binary_data if output.parameters else None
-            outputs[output.name] = all_binary if asked is None else asked
-    return Inference(request.id, tensor.name, checked, outputs, _quantile(parameters, calibrated))
+        outputs = requested
+    return Inference(request_id, name, checked, outputs, _quantile(parameters, model.calibrated))
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:

@@ -1,11 +1,8 @@
 """The Open Inference Protocol (KServe v2) over REST: health, metadata and inference, for KServe,
-Triton and Seldon tooling (``tritonclient.http``). Inference goes through the same micro-batcher
-as the native endpoints, behind the same guard (``ServiceState.admit``) and scoring; the routes
-raise the service's errors, which service/error_responses.py answers in the protocol's shape,
-``{"error": "..."}``.
-
-The model is ``mnist-ae``; its one version is the first 12 hex digits of the served checkpoint's
-sha256, so a roll-out shows as a new version and ``/versions/<old>`` stops answering.
+Triton and Seldon tooling (``tritonclient.http``). Each route decodes, calls the dataplane that
+the gRPC front door shares (service/dataplane.py: the same guard, ``ServiceState.admit``, the same
+micro-batcher and scoring as the native endpoints), and encodes; the routes raise the service's
+errors, which service/error_responses.py answers in the protocol's shape, ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -17,14 +14,13 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.routing import Match
 
+from service import dataplane
 from service.access import check_api_key
-from service.checkpoint import Checkpoint
 from service.codecs.oip import HEADER_LENGTH, MODEL_NAME, read_request, render_response
+from service.dataplane import version_of
 from service.error_responses import OIP_PREFIX, error_response
-from service.errors import NotFound, NotReady
+from service.errors import NotFound
 from service.http_json import json_response
-from service.inference import Op
-from service.scoring import decide
 from service.state import ServiceState
 
 TAG = "open-inference-protocol"
@@ -36,26 +32,6 @@ router = APIRouter(prefix=OIP_PREFIX, tags=[TAG])
 def _state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.service
     return state
-
-
-def version_of(checkpoint: Checkpoint) -> str:
-    return checkpoint.sha256[:12]
-
-
-def _model(state: ServiceState, name: str, version: str | None) -> Checkpoint:
-    """The checkpoint being served, if it is the one named; 404 otherwise."""
-    checkpoint = state.checkpoint
-    if name != MODEL_NAME or checkpoint is None:
-        raise NotFound(f"unknown model '{name}'; this server serves '{MODEL_NAME}'")
-    if version is not None and version != version_of(checkpoint):
-        raise NotFound(f"unknown version '{version}' of '{name}'; serving version {version_of(checkpoint)}")
-    return checkpoint
-
-
-def _probe(state: ServiceState, what: str) -> None:
-    """Readiness as probes see it: 503 while loading, and while draining."""
-    if not state.routable:
-        raise NotReady(f"{what} is {state.status}")
 
 
 _PROTOCOL_ERROR = {
@@ -78,48 +54,20 @@ async def live() -> Response:
     responses={503: {"description": "loading or draining", **_PROTOCOL_ERROR}},
 )
 async def ready(request: Request) -> Response:
-    _probe(_state(request), "the server")
+    dataplane.probe(_state(request), "the server")
     return json_response({"ready": True})
 
 
 @router.get("", summary="Server metadata")
 async def server_metadata(request: Request) -> Response:
-    return json_response(
-        {"name": "mnist-ae-service", "version": request.app.version, "extensions": ["binary_tensor_data"]}
-    )
+    extensions = list(dataplane.EXTENSIONS)
+    return json_response({"name": dataplane.SERVER_NAME, "version": request.app.version, "extensions": extensions})
 
 
 async def _model_metadata(request: Request, name: str, version: str | None) -> Response:
     state = _state(request)
     check_api_key(request.headers.get("authorization"), state.settings.api_key)
-    checkpoint = _model(state, name, version)
-    config = checkpoint.config
-    latent = [-1, *config.latent_shape]
-    outputs = [
-        {"name": "latent", "datatype": "FP32", "shape": latent},
-        {"name": "reconstruction", "datatype": "FP32", "shape": [-1, *config.image_shape]},
-        {"name": "mse", "datatype": "FP32", "shape": [-1]},
-    ]
-    if config.novelty_channels:
-        outputs.append({"name": "novelty", "datatype": "FP32", "shape": [-1]})
-    if checkpoint.calibration is not None:
-        outputs += [
-            {"name": "percentile", "datatype": "FP32", "shape": [-1]},
-            {"name": "anomaly", "datatype": "BOOL", "shape": [-1]},
-        ]
-    return json_response(
-        {
-            "name": MODEL_NAME,
-            "versions": [version_of(checkpoint)],
-            "platform": "pytorch",
-            # images also as UINT8 (0..255), and as [-1,1,28,28]; latents instead of images give a reconstruction
-            "inputs": [
-                {"name": "images", "datatype": "FP32", "shape": [-1, config.image_size, config.image_size]},
-                {"name": "latents", "datatype": "FP32", "shape": latent},
-            ],
-            "outputs": outputs,
-        }
-    )
+    return json_response(dataplane.model_metadata(dataplane.served_model(state, name, version)))
 
 
 @router.get(
@@ -138,8 +86,8 @@ async def model_version_metadata(request: Request, name: ModelName, version: str
 
 async def _model_ready(request: Request, name: str, version: str | None) -> Response:
     state = _state(request)
-    _model(state, name, version)
-    _probe(state, "the model")
+    dataplane.served_model(state, name, version)
+    dataplane.probe(state, "the model")
     return json_response({"name": name, "ready": True})
 
 
@@ -210,31 +158,11 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     """Decode the protocol's request, run it on the micro-batcher, encode the protocol's response."""
     state = _state(request)
     batcher = state.admit(request.headers.get("authorization"))
-    checkpoint = _model(state, name, version)
+    checkpoint = dataplane.served_model(state, name, version)
     body = await request.body()  # within the request layer's size and time limits
     with batcher.arrival():
-        config = batcher.predictor.config
-        inference = read_request(
-            body,
-            request.headers.get(HEADER_LENGTH),
-            image_size=config.image_size,
-            latent_shape=config.latent_shape,
-            max_items=state.settings.max_images_per_request,
-            novelty=bool(config.novelty_channels),
-            calibrated=batcher.predictor.calibration is not None,
-        )
-    if inference.kind == "latents":
-        (images,) = await batcher.submit(Op.DECODE, inference.array)
-        outputs = {"reconstruction": images}
-    else:
-        recon, mse, novelty, percentile, outlying, latents = await batcher.submit(Op.ANALYZE, inference.array)
-        quantile = state.settings.anomaly_quantile if inference.quantile is None else inference.quantile
-        scores = decide(mse, novelty, percentile, outlying, quantile, state.metrics)
-        outputs = {"latent": latents, "reconstruction": recon, "mse": mse}
-        if scores.novelty is not None:
-            outputs["novelty"] = scores.novelty
-        if scores.percentile is not None and scores.anomaly is not None:
-            outputs |= {"percentile": scores.percentile, "anomaly": scores.anomaly}
+        inference = read_request(body, request.headers.get(HEADER_LENGTH), dataplane.model_limits(state))
+    outputs = await dataplane.infer(state, inference)
     body, json_length = render_response(inference, outputs, version_of(checkpoint))
     if json_length is None:
         return Response(body, media_type="application/json")
