@@ -61,9 +61,9 @@ train: setup
 evaluate: setup
 	$(PY) -m training.evaluate weights/autoencoder.safetensors
 
-# wrk, the load generator of the serving benchmarks (Debian/Ubuntu, as root)
+# wrk and h2load, the load generators of the serving benchmarks (Debian/Ubuntu, as root)
 bench-deps: setup
-	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk nghttp2-client; }
 
 # the issue's figures on this machine, written into BENCHMARKS.md and bench/plots/ (~20 minutes on 2 cores)
 bench: bench-deps data

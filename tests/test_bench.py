@@ -29,6 +29,7 @@ BENCH_COMMANDS = sorted(
     if path.name != "__init__.py" and "def main(" in path.read_text()
 )
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench-deps)")
+needs_h2load = pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load is not installed (make bench-deps)")
 
 
 def checkout_results() -> dict[str, int]:
@@ -126,11 +127,13 @@ def test_the_peer_style_baseline_reconstructs_like_the_service(tmp_path: Path, t
 
 
 @needs_wrk
+@needs_h2load
 def test_the_serving_benchmark_runs_against_the_ceiling(tmp_path: Path) -> None:
     text = run_bench(tmp_path, "bench.serving", "--requests", "300", "--rounds", "1")
     body = section(text, "serving-cpu-cuda-build" if torch.version.cuda else "serving-cpu-cpu-build")
     assert "Reproduce: `python -m bench.serving --requests 300 --rounds 1`" in body
     assert "(a) HTTP ceiling" in body and "x (a)**" in body and "| decode" in body
+    assert "| gRPC `ModelInfer`" in body and "| REST `/v2/models/mnist-ae/infer`" in body
     assert re.search(r"\bnan\b|\binf\b", body, re.I) is None, body
 
 
