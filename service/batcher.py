@@ -22,12 +22,16 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from service.errors import InferenceFailed, NotReady, Overloaded
 from service.inference import Op, Predictor
 from service.metrics import Metrics
+
+if TYPE_CHECKING:  # imported only when tracing is on
+    from service.tracing import QueuedRequest, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ class _Job:
     op: Op
     inputs: np.ndarray  # (n, ...) float32
     future: asyncio.Future[Result]
+    trace: QueuedRequest | None = None  # with tracing on: the request's spans
     enqueued_at: float = field(default_factory=time.perf_counter)
 
     @property
@@ -55,8 +60,10 @@ class MicroBatcher:
         max_wait_s: float,
         max_queue_images: int,
         metrics: Metrics,
+        tracing: Tracing | None = None,
     ) -> None:
         self.predictor = predictor
+        self.tracing = tracing
         self.max_batch_images = max_batch_images
         self.max_wait_s = max_wait_s
         self.max_queue_images = max_queue_images
@@ -97,7 +104,8 @@ class MicroBatcher:
                 f"{self._queued_images} images are queued already (limit {self.max_queue_images}); retry shortly",
                 headers={"retry-after": "1"},
             )
-        job = _Job(op, inputs, self._loop.create_future())
+        trace = None if self.tracing is None else self.tracing.queued(op.value, n)
+        job = _Job(op, inputs, self._loop.create_future(), trace)
         self._pending.append(job)
         self._queued_images += n
         self.metrics.queue_images.set(self._queued_images)
@@ -167,6 +175,8 @@ class MicroBatcher:
             self._pending.popleft()
             self._queued_images -= job.size
             if job.future.done():  # cancelled: the client went away
+                if job.trace is not None:
+                    job.trace.wait.end()
                 continue
             jobs.append(job)
             total += job.size
@@ -182,7 +192,10 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         for op, group in by_op.items():
             inputs = group[0].inputs if len(group) == 1 else np.concatenate([j.inputs for j in group])
-            started = time.perf_counter()
+            traces = [j.trace for j in group if j.trace is not None]
+            for trace in traces:
+                trace.wait.end()
+            started, started_ns = time.perf_counter(), time.time_ns()
             try:
                 outputs = await loop.run_in_executor(self._executor, self.predictor.run, op, inputs)
             except Exception as exc:
@@ -193,6 +206,8 @@ class MicroBatcher:
                     if not job.future.done():
                         job.future.set_exception(error)
                 continue
+            if self.tracing is not None:
+                self.tracing.forward(op.value, len(inputs), traces, started_ns, time.time_ns())
             self.metrics.inference_seconds.labels(op.value).observe(time.perf_counter() - started)
             self.metrics.batch_images.labels(op.value).observe(len(inputs))
             self.metrics.images.labels(op.value).inc(len(inputs))

@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line, carrying the request id of the request being served."""
+"""Structured logs: one JSON object per line, carrying the request id of the request being served,
+and its trace id when it is traced (service/tracing.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import orjson
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)  # 32 hex digits, W3C's form
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
 
@@ -41,6 +43,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        trace_id = trace_id_var.get()
+        if trace_id:
+            entry["trace_id"] = trace_id
         entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -56,7 +61,9 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        request_id = request_id_var.get()
+        request_id, trace_id = request_id_var.get(), trace_id_var.get()
+        if trace_id:
+            line = f"{line} [trace_id={trace_id}]"
         return f"{line} [request_id={request_id}]" if request_id else line
 
 

@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import start_http_server
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import signals
+from service import signals, tracing
 from service.batcher import MicroBatcher
 from service.budget import ByteBudget, in_flight_capacity, memory_limit_bytes, request_bytes
 from service.checkpoint import Checkpoint, CheckpointError, load_checkpoint
@@ -73,6 +74,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # each batch reuses the memory the previous one freed instead of faulting in fresh pages:
     # 1.12x images/s on 256-image requests (docs/decisions.md)
     keep_freed_blocks()
+    # before anything is served, so that every request is traced; nothing of OpenTelemetry is
+    # imported unless an OTLP endpoint is set (service/tracing.py)
+    try:
+        state.tracing = tracing.from_environment(os.environ, app.version)
+    except tracing.TracingConfigError as exc:
+        raise StartupError(f"cannot start: {exc}") from None
+    if state.tracing is not None:
+        log.info("tracing: OpenTelemetry spans exported over OTLP (%s)", state.tracing.protocol)
     checkpoint = state.checkpoint or load_model(settings)
     state.checkpoint = checkpoint
     device = checkpoint.device
@@ -97,6 +106,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_wait_s=settings.max_wait_ms / 1000,
         max_queue_images=settings.max_queue_images,
         metrics=state.metrics,
+        tracing=state.tracing,
     )
     batcher.start()
     state.batcher = batcher
@@ -145,6 +155,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if grpc_server is not None:  # calls in flight finish; new ones are refused
             await grpc_server.stop(DRAIN_TIMEOUT_S)
         drained = await batcher.close(DRAIN_TIMEOUT_S)
+        if state.tracing is not None:  # the spans not exported yet, off the event loop
+            await asyncio.to_thread(state.tracing.shutdown)
         log.info("stopped (%s)", "all accepted requests answered" if drained else "drain timed out")
 
 
@@ -171,7 +183,10 @@ class ServiceApp(FastAPI):
     FastAPI (CORS, when configured, wraps them all)."""
 
     def __init__(self, state: ServiceState, **kwargs: Any) -> None:
-        super().__init__(lifespan=lifespan, **kwargs)
+        # FastAPI's own OpenTelemetry spans off: the request layer traces every request, whichever
+        # route answers it (service/tracing.py); FastAPI's would add a second span to its routes
+        off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+        super().__init__(lifespan=lifespan, telemetry=off, **kwargs)
         self.state.service = state
         install_error_handlers(self)
         entry: ASGIApp = RequestLayer(super().__call__, state=state, routes=ROUTES)

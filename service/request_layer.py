@@ -71,6 +71,15 @@ class RequestLayer:
             return
         # ASGI servers lower-case header names; of a repeated header, the last counts
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        tracing = self.state.tracing
+        if tracing is None:
+            await self._handle(scope, receive, send, headers)
+            return
+        attributes = {"http.request.method": scope["method"], "url.path": scope["path"]}
+        with tracing.request(scope["method"], headers, attributes):  # named after its route once known
+            await self._handle(scope, receive, send, headers)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
         incoming_id, declared = headers.get(_REQUEST_ID_KEY, ""), headers.get("content-length")
         # ids need to be unique, not secret: no syscall per request as uuid4 would make
         request_id = incoming_id if _SANE_REQUEST_ID.match(incoming_id) else f"{random.getrandbits(128):032x}"
@@ -110,6 +119,8 @@ class RequestLayer:
                 self.state.background(asyncio.to_thread(return_freed_memory))
             elapsed = time.perf_counter() - started
             template = route.path if route else getattr(scope.get("route"), "path", None) or "unmatched"
+            if self.state.tracing is not None:
+                self.state.tracing.answered(f"{scope['method']} {template}", template, status, request_id)
             self.metrics.in_flight.dec()
             self.metrics.observe_request(template, scope["method"], status, elapsed)
             if status >= self.log_from_status:

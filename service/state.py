@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from service.access import check_api_key
 from service.batcher import MicroBatcher
@@ -14,6 +16,9 @@ from service.checkpoint import Checkpoint
 from service.errors import NotReady
 from service.metrics import Metrics
 from service.settings import Settings
+
+if TYPE_CHECKING:  # imported only when tracing is on (service/tracing.py)
+    from service.tracing import Tracing
 
 
 @dataclass
@@ -27,6 +32,7 @@ class ServiceState:
     draining: bool = False  # shutting down: finishing accepted requests, taking no new ones
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one roll-out at a time
     on_drain: list[Callable[[], None]] = field(default_factory=list)  # run by start_draining
+    tracing: Tracing | None = None  # OpenTelemetry, when the OTEL_* variables turn it on
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -58,6 +64,11 @@ class ServiceState:
         self.draining = True
         for callback in self.on_drain:
             callback()
+
+    def traced(self, step: str) -> AbstractContextManager[Any]:
+        """``with state.traced("decode"):`` around one step of a request: a child span of the
+        request's when tracing is on, nothing otherwise."""
+        return nullcontext() if self.tracing is None else self.tracing.step(step)
 
     def background(self, work: Coroutine[object, object, None]) -> None:
         """Run ``work`` as a task of its own, kept referenced until it ends (asyncio holds tasks weakly)."""

@@ -95,8 +95,11 @@ def test_the_runtime_dependencies_are_what_the_service_imports() -> None:
                 modules.add(node.module.split(".")[0])
     third_party = modules - set(sys.stdlib_module_names) - {"service", "__future__"}
     distributions = packages_distributions()
-    imported = {normal(distributions[module][0]) for module in third_party}
-    assert imported <= declared, f"imported by service/ but not a dependency: {imported - declared}"
+    # a namespace package (google: protobuf, googleapis-common-protos) is declared if one of its distributions is
+    providers = {module: {normal(name) for name in distributions[module]} for module in third_party}
+    missing = {module for module, names in providers.items() if not names & declared}
+    assert not missing, f"imported by service/ but not a dependency: {missing}"
+    imported = {name for names in providers.values() for name in names & declared}
     assert declared - imported <= INDIRECT, f"dependencies service/ does not use: {declared - imported - INDIRECT}"
 
 

@@ -210,10 +210,11 @@ class InferenceService:
                 headers={"retry-after": "1"},
             )
         try:
-            with batcher.arrival():
+            with state.traced("decode"), batcher.arrival():
                 inference = read_infer_request(request, state)
             outputs = await dataplane.infer(state, inference)
-            return infer_response(inference, outputs, dataplane.version_of(checkpoint))
+            with state.traced("encode"):
+                return infer_response(inference, outputs, dataplane.version_of(checkpoint))
         finally:
             if budget is not None:
                 budget.release(held)
@@ -228,6 +229,14 @@ def _handler(
     route = f"/{SERVICE}/{method}"
 
     async def answer(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        if state.tracing is None:
+            return await answer_call(request, context)
+        metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
+        with state.tracing.request(method, metadata, attributes):
+            return await answer_call(request, context)
+
+    async def answer_call(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         started = time.perf_counter()
         status = _OK
         state.metrics.in_flight.inc()

@@ -143,9 +143,11 @@ async def _read_images(
 async def encode(body: bytes, headers: Mapping[str, str], query: ImagesQuery, state: ServiceState) -> Response:
     batcher = state.admit(headers.get("authorization"))
     output = choose_format(query.format, headers.get("accept"))
-    images = await _read_images(body, headers, query, batcher, state.settings)
+    with state.traced("decode"):
+        images = await _read_images(body, headers, query, batcher, state.settings)
     (latents,) = await batcher.submit(Op.ENCODE, images)  # (N,16,7,7)
-    return render_latents(latents, output)
+    with state.traced("encode"):
+        return render_latents(latents, output)
 
 
 @inference_route(
@@ -159,11 +161,12 @@ async def encode(body: bytes, headers: Mapping[str, str], query: ImagesQuery, st
 async def decode(body: bytes, headers: Mapping[str, str], query: OutputQuery, state: ServiceState) -> Response:
     batcher = state.admit(headers.get("authorization"))
     output = choose_format(query.format, headers.get("accept"))
-    with batcher.arrival():
+    with state.traced("decode"), batcher.arrival():
         latent_shape = batcher.predictor.config.latent_shape
         latents = read_latents(body, headers.get("content-type", ""), state.settings, latent_shape=latent_shape)
     (images,) = await batcher.submit(Op.DECODE, latents)  # (N,1,28,28)
-    return render_images(images, output)
+    with state.traced("encode"):
+        return render_images(images, output)
 
 
 @inference_route(
@@ -185,9 +188,11 @@ async def reconstruct(
         quantile = state.settings.anomaly_quantile
     elif batcher.predictor.calibration is None:  # a threshold the served model cannot apply: the request's mistake
         raise InvalidInput(f"anomaly_quantile: the model being served has no calibration ({NO_CALIBRATION})")
-    images = await _read_images(body, headers, query, batcher, state.settings)
+    with state.traced("decode"):
+        images = await _read_images(body, headers, query, batcher, state.settings)
     recon, mse, novelty, percentile, outlying = await batcher.submit(Op.RECONSTRUCT, images)  # (N,1,28,28), (N,)x4
     scores = decide(mse, novelty, percentile, outlying, quantile, state.metrics)
-    if query.error_map:
-        return render_images(np.square(recon - images[:, None]), output, scores=scores, heatmap=True)
-    return render_images(recon, output, scores=scores)
+    with state.traced("encode"):
+        if query.error_map:
+            return render_images(np.square(recon - images[:, None]), output, scores=scores, heatmap=True)
+        return render_images(recon, output, scores=scores)

@@ -160,10 +160,11 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     batcher = state.admit(request.headers.get("authorization"))
     checkpoint = dataplane.served_model(state, name, version)
     body = await request.body()  # within the request layer's size and time limits
-    with batcher.arrival():
+    with state.traced("decode"), batcher.arrival():
         inference = read_request(body, request.headers.get(HEADER_LENGTH), dataplane.model_limits(state))
     outputs = await dataplane.infer(state, inference)
-    body, json_length = render_response(inference, outputs, version_of(checkpoint))
+    with state.traced("encode"):
+        body, json_length = render_response(inference, outputs, version_of(checkpoint))
     if json_length is None:
         return Response(body, media_type="application/json")
     return Response(body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(json_length)})
