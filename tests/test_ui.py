@@ -178,3 +178,52 @@ def test_the_page_asks_for_the_api_key_and_then_works(browser: Browser, keyed_se
     page.get_by_role("button", name="Use this key").click()
     expect(page.locator("#mse")).not_to_have_text("–", timeout=10_000)
     assert page.locator("#status").text_content() == ""
+
+
+def test_walk_the_latent_space_between_two_digits(browser: Browser, live_server: LiveServer, tmp_path: Path) -> None:
+    """Two digits encoded, eight steps between their codes decoded in one /decode call: the strip's
+    ends are the two digits' reconstructions, and the slider scrubs through it."""
+    import httpx
+
+    page, problems = open_page(browser, live_server.url)
+    decodes: list[str] = []
+    page.on("request", lambda request: decodes.append(request.url) if request.url.endswith("/decode") else None)
+    page.goto(f"{live_server.url}/")
+    page.select_option("#walk-from", label="test digit 1")
+    page.select_option("#walk-to", label="test digit 7")
+    page.get_by_role("button", name="Interpolate").click()
+    expect(page.locator("#strip canvas")).to_have_count(8, timeout=10_000)
+    assert len(decodes) == 1, "the eight steps, decoded in one call"
+
+    def strip_pixels(index: int) -> np.ndarray:
+        values = page.evaluate(
+            """(k) => {
+            const canvas = document.querySelectorAll("#strip canvas")[k];
+            const data = canvas.getContext("2d").getImageData(0, 0, 28, 28).data;
+            return Array.from({ length: 784 }, (_, i) => data[4 * i]);
+        }""",
+            index,
+        )
+        return np.asarray(values, dtype=np.float32).reshape(28, 28)
+
+    for index, digit in ((0, 1), (7, 7)):
+        pixels = np.asarray(Image.open(REPO / "service" / "static" / "ui" / "digits" / f"{digit}.png"), np.float32)
+        answer = httpx.post(f"{live_server.url}/reconstruct", json={"images": [(pixels / 255).round(3).tolist()]})
+        reconstruction = np.asarray(answer.json()["data"][0][0], dtype=np.float32) * 255
+        assert np.abs(strip_pixels(index) - reconstruction).max() <= 1.0, f"step {index} is digit {digit} redrawn"
+    assert np.abs(strip_pixels(3) - strip_pixels(0)).mean() > 5, "the steps between differ from the ends"
+
+    page.locator("#walk-step").fill("7")
+    expect(page.locator("#walk-at")).to_have_text("8 of 8")
+    assert abs(canvas_brightness(page, "#walk-view") - float(strip_pixels(7).mean()) / 255) < 0.01
+    page.screenshot(path=str(tmp_path / "walk.png"), full_page=True)
+    no_accessibility_violations(page)
+    assert problems == []
+
+    phone, problems = open_page(browser, live_server.url, width=375, height=740)
+    phone.goto(f"{live_server.url}/")
+    phone.get_by_role("button", name="Interpolate").click()
+    expect(phone.locator("#strip canvas")).to_have_count(8, timeout=10_000)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 375
+    no_accessibility_violations(phone)
+    assert problems == []

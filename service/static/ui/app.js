@@ -1,7 +1,8 @@
 // The page's client: the drawing pad, and three calls to the public API per change, each with the
 // JSON body {"images": [28 rows of 28 intensities in [0,1]]}: POST reconstruct (the reconstruction
 // and its scores), POST reconstruct?error_map=true&format=png (the service's error heatmap) and
-// POST encode (the latent code).
+// POST encode (the latent code). The latent walk: one POST encode of two images, and one POST
+// decode of the steps between their codes.
 "use strict";
 
 const SIDE = 28;
@@ -273,5 +274,65 @@ function renderLatents(encoded) {
     paint(holder.children[c].querySelector("canvas"), width, height, (i) => colour(VIRIDIS, (channel[i] - low) / span));
   }
 }
+
+// --- the latent walk: two codes, STEPS points on the line between them, decoded in one call -----
+const STEPS = 8;
+function digitPixels(img) {
+  smallCtx.clearRect(0, 0, SIDE, SIDE);
+  smallCtx.drawImage(img, 0, 0, SIDE, SIDE);
+  const rgba = smallCtx.getImageData(0, 0, SIDE, SIDE).data;
+  const rows = [];
+  for (let y = 0; y < SIDE; y++) {
+    const row = [];
+    for (let x = 0; x < SIDE; x++) row.push(Math.round((1000 * rgba[4 * (y * SIDE + x)]) / 255) / 1000);
+    rows.push(row);
+  }
+  return rows;
+}
+function walkSource(value) {
+  return value === "pad" ? padPixels() : digitPixels($("examples").querySelectorAll("img")[Number(value)]);
+}
+for (const [id, chosen] of [["walk-from", "1"], ["walk-to", "7"]]) {
+  const select = $(id);
+  select.add(new Option("the drawing", "pad"));
+  for (let digit = 0; digit < 10; digit++) select.add(new Option(`test digit ${digit}`, String(digit)));
+  select.value = chosen;
+}
+function lerp(a, b, t) {
+  return Array.isArray(a) ? a.map((v, i) => lerp(v, b[i], t)) : a + (b - a) * t;
+}
+let walked = [];
+async function walk() {
+  try {
+    const body = JSON.stringify({ images: [walkSource($("walk-from").value), walkSource($("walk-to").value)] });
+    const [from, to] = (await post("encode", body)).data; // two (16,7,7) codes
+    const latents = Array.from({ length: STEPS }, (_, k) => lerp(from, to, k / (STEPS - 1)));
+    const decoded = await post("decode", JSON.stringify({ latents }));
+    walked = decoded.data.map((image) => image[0].flat()); // STEPS x 784 intensities
+    const strip = $("strip");
+    strip.replaceChildren();
+    walked.forEach((pixels, k) => {
+      const canvas = document.createElement("canvas");
+      canvas.setAttribute("role", "listitem");
+      canvas.setAttribute("aria-label", `Step ${k + 1} of ${STEPS}`);
+      paint(canvas, SIDE, SIDE, (i) => Array(3).fill(Math.round(255 * pixels[i])));
+      canvas.addEventListener("click", () => showStep(k));
+      strip.append(canvas);
+    });
+    $("walk-step").disabled = false;
+    showStep(Number($("walk-step").value));
+    setStatus("");
+  } catch (error) {
+    setStatus(`The service answered: ${error.message}`, true);
+  }
+}
+function showStep(k) {
+  $("walk-step").value = String(k);
+  $("walk-at").textContent = `${k + 1} of ${STEPS}`;
+  paint($("walk-view"), SIDE, SIDE, (i) => Array(3).fill(Math.round(255 * walked[k][i])));
+  [...$("strip").children].forEach((canvas, i) => canvas.classList.toggle("current", i === k));
+}
+$("walk").addEventListener("click", walk);
+$("walk-step").addEventListener("input", (event) => showStep(Number(event.target.value)));
 
 clearPad();
