@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import re
 import sys
 import time
 from contextvars import ContextVar
@@ -14,6 +16,15 @@ import orjson
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)  # 32 hex digits, W3C's form
+
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_for(incoming: str) -> str:
+    """The caller's request id (an X-Request-ID header, or gRPC metadata) when it is sane, else a new
+    one: ids need to be unique, not secret, so no syscall per request as uuid4 would make."""
+    return incoming if _SANE_REQUEST_ID.match(incoming) else f"{random.getrandbits(128):032x}"
+
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
 

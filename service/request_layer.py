@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import re
 import time
 from collections.abc import Iterable, Mapping
 
@@ -40,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.budget import BYTES_PER_BODY_BYTE, BYTES_PER_REQUEST, ByteBudget, request_bytes
 from service.error_responses import error_response, error_response_for
 from service.errors import Overloaded, PayloadTooLarge, RequestTimeout
-from service.logs import request_id_var
+from service.logs import request_id_for, request_id_var
 from service.memory import TRIM_THRESHOLD_BYTES, return_freed_memory
 from service.routes.inference import InferenceRoute
 from service.state import ServiceState
@@ -51,7 +49,6 @@ log = logging.getLogger("service.access")
 _REQUEST_ID = REQUEST_ID_HEADER.lower().encode()  # ASGI header names are lower-case bytes
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower()
 _CONNECTION_CLOSE = (b"connection", b"close")
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _LOG_FROM_STATUS = {"all": 0, "errors": 400, "off": 1000}  # the access_log setting: lowest status logged
 
 
@@ -81,8 +78,7 @@ class RequestLayer:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
         incoming_id, declared = headers.get(_REQUEST_ID_KEY, ""), headers.get("content-length")
-        # ids need to be unique, not secret: no syscall per request as uuid4 would make
-        request_id = incoming_id if _SANE_REQUEST_ID.match(incoming_id) else f"{random.getrandbits(128):032x}"
+        request_id = request_id_for(incoming_id)
         id_header = (_REQUEST_ID, request_id.encode())
         token = request_id_var.set(request_id)
         started = time.perf_counter()

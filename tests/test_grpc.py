@@ -172,6 +172,22 @@ def test_images_answer_what_rest_answers(
 
 
 @pytest.mark.integration
+def test_each_call_has_a_request_id(grpc_server: tuple[LiveServer, str]) -> None:
+    """The caller's x-request-id when it sends one, a new one otherwise, in the trailing metadata."""
+    with grpc.insecure_channel(grpc_server[1]) as channel:
+        live = channel.unary_unary(
+            f"/{SERVICE}/ServerLive",
+            request_serializer=pb.ServerLiveRequest.SerializeToString,
+            response_deserializer=pb.ServerLiveResponse.FromString,
+        )
+        _, call = live.with_call(pb.ServerLiveRequest(), metadata=(("x-request-id", "caller-7"),), timeout=5)
+        assert ("x-request-id", "caller-7") in call.trailing_metadata()
+        _, call = live.with_call(pb.ServerLiveRequest(), timeout=5)
+        (given,) = [value for key, value in call.trailing_metadata() if key == "x-request-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", str(given))
+
+
+@pytest.mark.integration
 def test_latents_decode_as_rest_does(client: triton.InferenceServerClient, grpc_server: tuple[LiveServer, str]) -> None:
     latents = client.infer(
         MODEL_NAME, [images_input(IMAGES)], headers=AUTH, outputs=[triton.InferRequestedOutput("latent")]

@@ -199,6 +199,8 @@ def test_spans_arrive_in_the_callers_trace(
         client.infer(MODEL_NAME, [images], headers={"traceparent": f"00-{grpc_trace}-{grpc_parent}-01"})
         span = check_request_trace(receiver, "ModelInfer", grpc_trace, "analyze", 2)
         assert span.parent_span_id.hex() == grpc_parent
+        attributes = {a.key: a.value for a in span.attributes}
+        assert len(attributes["mnist_ae.request_id"].string_value) == 32, "a request id of its own"
         # the logs of a traced request carry its trace id
         lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]
         access = [line for line in lines if line.get("path") == "/reconstruct"]

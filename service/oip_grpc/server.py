@@ -44,12 +44,15 @@ from service.errors import (
     RequestTimeout,
     Unauthorized,
 )
+from service.logs import request_id_for, request_id_var
 from service.oip_grpc import predict_v2_pb2 as pb
 from service.state import ServiceState
+from service.wire import REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"  # the protocol's service, whatever our .proto's package
+REQUEST_ID_KEY = REQUEST_ID_HEADER.lower()  # gRPC metadata keys are lower-case
 _STATUS_OF: dict[type[APIError], grpc.StatusCode] = {
     Unauthorized: grpc.StatusCode.UNAUTHENTICATED,
     Forbidden: grpc.StatusCode.PERMISSION_DENIED,
@@ -229,12 +232,18 @@ def _handler(
     route = f"/{SERVICE}/{method}"
 
     async def answer(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-        if state.tracing is None:
-            return await answer_call(request, context)
         metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
-        attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
-        with state.tracing.request(method, metadata, attributes):
-            return await answer_call(request, context)
+        request_id = request_id_for(metadata.get(REQUEST_ID_KEY, ""))
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))  # as REST's X-Request-ID header
+        token = request_id_var.set(request_id)
+        try:
+            if state.tracing is None:
+                return await answer_call(request, context)
+            attributes = {"rpc.system": "grpc", "rpc.method": method, "mnist_ae.request_id": request_id}
+            with state.tracing.request(method, metadata, attributes):
+                return await answer_call(request, context)
+        finally:
+            request_id_var.reset(token)
 
     async def answer_call(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         started = time.perf_counter()
