@@ -122,6 +122,19 @@ def test_an_unknown_protocol_is_refused() -> None:
         from_environment(environ, "1")
 
 
+def test_the_sampler_and_the_name_come_from_the_standard_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    tracing = from_environment({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}, "1.2")
+    assert tracing is not None
+    try:
+        assert "0.25" in tracing.provider.sampler.get_description()
+        assert tracing.provider.resource.attributes["service.name"] == "mnist-ae-service"
+        assert tracing.provider.resource.attributes["service.version"] == "1.2"
+    finally:
+        tracing.shutdown()
+
+
 # --- on ---------------------------------------------------------------------------------------
 
 
