@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from service.errors import Overloaded
+
 MEMORY_TARGET = 0.85  # of the memory limit: what the process may reach at its peak
 # measured on the shipped model (python -m bench.burst, docs/decisions.md): 96 clients posting
 # 1,024-image JSON bodies of 7.6 MB (the body, the parsed lists of floats, the arrays, the 8.3 MB
@@ -86,3 +88,48 @@ class ByteBudget:
         """The peak since the last call, and start counting again from what is reserved now."""
         peak, self.peak = self.peak, self.reserved
         return peak
+
+
+class Held:
+    """The bytes one request holds in the memory budget (none before the budget exists: until the
+    model is warm, when inference is refused anyway). Every front door holds its requests' bytes so:
+    the request layer (service/request_layer.py) and gRPC (service/oip_grpc/server.py)."""
+
+    __slots__ = ("budget", "bytes")
+
+    def __init__(self, budget: ByteBudget | None) -> None:
+        self.budget = budget
+        self.bytes = 0
+
+    def take(self, n: int) -> bool:
+        """Hold ``n`` more bytes if they fit; whether they did."""
+        if self.budget is None:
+            return True
+        if not self.budget.try_reserve(n):
+            return False
+        self.bytes += n
+        return True
+
+    def take_chunk(self, n: int) -> bool:
+        """Hold what a streamed body's next ``n`` bytes will cost."""
+        return self.take(BYTES_PER_BODY_BYTE * n + (0 if self.bytes else BYTES_PER_REQUEST))
+
+    def release(self) -> bool:
+        """Give the bytes back; whether no request holds any now."""
+        if self.budget is None or not self.bytes:
+            return False
+        self.budget.release(self.bytes)
+        self.bytes = 0
+        return self.budget.reserved == 0
+
+    def overloaded(self) -> Overloaded:
+        """The refusal of a request that did not fit (so there is a budget)."""
+        assert self.budget is not None
+        reserved, capacity = self.budget.reserved, self.budget.capacity
+        return Overloaded(
+            f"requests in flight hold {reserved / 2**20:.0f} MB of the {capacity / 2**20:.0f} MB this server "
+            "spends on them; retry shortly",
+            # the connection stays open: the server reads the unread body and drops it, so the client,
+            # still sending it, gets this answer (a close would reset the connection under it)
+            headers={"retry-after": "1"},
+        )

@@ -135,9 +135,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # imported only when asked for: grpc and protobuf are ~30 MB of memory nobody else needs
         from service.oip_grpc.server import GrpcServer
 
-        grpc_server = GrpcServer(state, app.version)
-        await grpc_server.start()
-        state.on_drain.append(lambda: state.background(grpc_server.drain()) if grpc_server else None)
+        server = GrpcServer(state, app.version)
+        await server.start()
+        state.on_drain.append(lambda: state.background(server.drain()))  # health NOT_SERVING from the drain on
+        grpc_server = server
     metrics_server = None
     if settings.metrics_port is not None:
         metrics_server, _ = start_http_server(

@@ -35,9 +35,9 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.budget import BYTES_PER_BODY_BYTE, BYTES_PER_REQUEST, ByteBudget, request_bytes
+from service.budget import Held, request_bytes
 from service.error_responses import error_response, error_response_for
-from service.errors import Overloaded, PayloadTooLarge, RequestTimeout
+from service.errors import PayloadTooLarge, RequestTimeout
 from service.logs import request_id_for, request_id_var
 from service.memory import TRIM_THRESHOLD_BYTES, return_freed_memory
 from service.routes.inference import InferenceRoute
@@ -85,7 +85,7 @@ class RequestLayer:
         status = 500
         route = self.routes.get(_route_path(scope))
         self.metrics.in_flight.inc()
-        held = _Held(self.state.budget)
+        held = Held(self.state.budget)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -169,7 +169,7 @@ class RequestLayer:
         response.headers["connection"] = "close"
         return response
 
-    def _limited(self, receive: Receive, held: _Held, streamed: bool) -> Receive:
+    def _limited(self, receive: Receive, held: Held, streamed: bool) -> Receive:
         """Wrap ``receive``: count body bytes and time each chunk until the body is complete; a
         ``streamed`` body (no Content-Length) takes its share of the memory budget chunk by chunk."""
         received = 0
@@ -201,50 +201,6 @@ class RequestLayer:
             return message
 
         return limited_receive
-
-
-class _Held:
-    """The bytes one request holds in the memory budget (none before the budget exists: until the
-    model is warm, when inference is refused anyway)."""
-
-    __slots__ = ("budget", "bytes")
-
-    def __init__(self, budget: ByteBudget | None) -> None:
-        self.budget = budget
-        self.bytes = 0
-
-    def take(self, n: int) -> bool:
-        """Hold ``n`` more bytes if they fit; whether they did."""
-        if self.budget is None:
-            return True
-        if not self.budget.try_reserve(n):
-            return False
-        self.bytes += n
-        return True
-
-    def take_chunk(self, n: int) -> bool:
-        """Hold what a streamed body's next ``n`` bytes will cost."""
-        return self.take(BYTES_PER_BODY_BYTE * n + (0 if self.bytes else BYTES_PER_REQUEST))
-
-    def release(self) -> bool:
-        """Give the bytes back; whether no request holds any now."""
-        if self.budget is None or not self.bytes:
-            return False
-        self.budget.release(self.bytes)
-        self.bytes = 0
-        return self.budget.reserved == 0
-
-    def overloaded(self) -> Overloaded:
-        """The refusal of a request that did not fit (so there is a budget)."""
-        assert self.budget is not None
-        reserved, capacity = self.budget.reserved, self.budget.capacity
-        return Overloaded(
-            f"requests in flight hold {reserved / 2**20:.0f} MB of the {capacity / 2**20:.0f} MB this server "
-            "spends on them; retry shortly",
-            # the connection stays open: the server reads the unread body and drops it, so the client,
-            # still sending it, gets this answer (a close would reset the connection under it)
-            headers={"retry-after": "1"},
-        )
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -123,6 +124,13 @@ def rest_outputs(server: LiveServer, name: str, array: np.ndarray, datatype: str
     return rest.infer(MODEL_NAME, [tensor], headers=dict(AUTH))  # it adds its own headers to the dict
 
 
+def method(channel: grpc.Channel, name: str, request: type[Any], response: type[Any]) -> Any:
+    """One call of the protocol, by our own messages, as a plain gRPC client makes it."""
+    return channel.unary_unary(
+        f"/{SERVICE}/{name}", request_serializer=request.SerializeToString, response_deserializer=response.FromString
+    )
+
+
 def health_status(target: str, service: str = "") -> int:
     """What the standard health service (grpc.health.v1, Kubernetes' gRPC probe) answers."""
     with grpc.insecure_channel(target) as channel:
@@ -175,11 +183,7 @@ def test_images_answer_what_rest_answers(
 def test_each_call_has_a_request_id(grpc_server: tuple[LiveServer, str]) -> None:
     """The caller's x-request-id when it sends one, a new one otherwise, in the trailing metadata."""
     with grpc.insecure_channel(grpc_server[1]) as channel:
-        live = channel.unary_unary(
-            f"/{SERVICE}/ServerLive",
-            request_serializer=pb.ServerLiveRequest.SerializeToString,
-            response_deserializer=pb.ServerLiveResponse.FromString,
-        )
+        live = method(channel, "ServerLive", pb.ServerLiveRequest, pb.ServerLiveResponse)
         _, call = live.with_call(pb.ServerLiveRequest(), metadata=(("x-request-id", "caller-7"),), timeout=5)
         assert ("x-request-id", "caller-7") in call.trailing_metadata()
         _, call = live.with_call(pb.ServerLiveRequest(), timeout=5)
@@ -204,11 +208,7 @@ def test_latents_decode_as_rest_does(client: triton.InferenceServerClient, grpc_
 def test_typed_contents_answer_as_raw_ones(grpc_server: tuple[LiveServer, str]) -> None:
     """``contents`` (uint_contents, fp32_contents) instead of ``raw_input_contents``; answers are raw."""
     with grpc.insecure_channel(grpc_server[1]) as channel:
-        infer = channel.unary_unary(
-            f"/{SERVICE}/ModelInfer",
-            request_serializer=pb.ModelInferRequest.SerializeToString,
-            response_deserializer=pb.ModelInferResponse.FromString,
-        )
+        infer = method(channel, "ModelInfer", pb.ModelInferRequest, pb.ModelInferResponse)
         mse = []
         for datatype in ("UINT8", "FP32"):
             request = pb.ModelInferRequest(model_name=MODEL_NAME)

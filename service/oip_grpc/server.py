@@ -30,7 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from service import dataplane
 from service.access import check_api_key
-from service.budget import request_bytes
+from service.budget import Held, request_bytes
 from service.codecs.oip import DTYPES, MODEL_NAME, Inference, Scalar, check_inference, check_input_names
 from service.errors import (
     APIError,
@@ -204,14 +204,9 @@ class InferenceService:
         if state.draining:
             raise NotReady("the server is draining; retry on another", headers={"retry-after": "1"})
         checkpoint = dataplane.served_model(state, request.model_name, request.model_version)
-        held = request_bytes(request.ByteSize())
-        budget = state.budget
-        if budget is not None and not budget.try_reserve(held):
-            raise Overloaded(
-                f"the server's memory for requests in flight is taken ({budget.reserved} of {budget.capacity} "
-                "bytes); retry shortly",
-                headers={"retry-after": "1"},
-            )
+        held = Held(state.budget)  # as the request layer holds a REST body's bytes
+        if not held.take(request_bytes(request.ByteSize())):
+            raise held.overloaded()
         try:
             with state.traced("decode"), batcher.arrival():
                 inference = read_infer_request(request, state)
@@ -219,8 +214,7 @@ class InferenceService:
             with state.traced("encode"):
                 return infer_response(inference, outputs, dataplane.version_of(checkpoint))
         finally:
-            if budget is not None:
-                budget.release(held)
+            held.release()
 
 
 Call = Callable[[Any, Any], Awaitable[Message]]

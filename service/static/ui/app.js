@@ -29,12 +29,12 @@ function clearPad() {
   ink.fillRect(0, 0, pad.width, pad.height);
 }
 
-function padPixels() {
-  // the 280x280 drawing, averaged down to 28x28 intensities, as MNIST digits are
+function pixelsOf(source) {
+  // a picture (the 280x280 drawing, a 28x28 digit), averaged down to 28x28 intensities, as MNIST digits are
   smallCtx.imageSmoothingEnabled = true;
   smallCtx.imageSmoothingQuality = "high";
   smallCtx.clearRect(0, 0, SIDE, SIDE);
-  smallCtx.drawImage(pad, 0, 0, SIDE, SIDE);
+  smallCtx.drawImage(source, 0, 0, SIDE, SIDE);
   const rgba = smallCtx.getImageData(0, 0, SIDE, SIDE).data;
   const rows = [];
   for (let y = 0; y < SIDE; y++) {
@@ -173,7 +173,7 @@ async function analyse() {
     return;
   }
   busy = true;
-  const pixels = padPixels();
+  const pixels = pixelsOf(pad);
   const body = JSON.stringify({ images: [pixels] });
   try {
     const [scored, heatmap, encoded] = await Promise.all([
@@ -277,20 +277,8 @@ function renderLatents(encoded) {
 
 // --- the latent walk: two codes, STEPS points on the line between them, decoded in one call -----
 const STEPS = 8;
-function digitPixels(img) {
-  smallCtx.clearRect(0, 0, SIDE, SIDE);
-  smallCtx.drawImage(img, 0, 0, SIDE, SIDE);
-  const rgba = smallCtx.getImageData(0, 0, SIDE, SIDE).data;
-  const rows = [];
-  for (let y = 0; y < SIDE; y++) {
-    const row = [];
-    for (let x = 0; x < SIDE; x++) row.push(Math.round((1000 * rgba[4 * (y * SIDE + x)]) / 255) / 1000);
-    rows.push(row);
-  }
-  return rows;
-}
 function walkSource(value) {
-  return value === "pad" ? padPixels() : digitPixels($("examples").querySelectorAll("img")[Number(value)]);
+  return pixelsOf(value === "pad" ? pad : $("examples").querySelectorAll("img")[Number(value)]);
 }
 for (const [id, chosen] of [["walk-from", "1"], ["walk-to", "7"]]) {
   const select = $(id);
