@@ -2,6 +2,7 @@
 the same bytes, and how fast is each? For a change that must not change behaviour or speed.
 
     python -m bench.compare main         # about 2 minutes on 2 CPU cores
+    python -m bench.compare HEAD --weights-from 7107a84   # one tree, two checkpoints: what a model costs
 
 The other revision is exported with ``git archive`` into a temporary folder and run with this
 checkout's Python and packages, each server serving its own tree's weights. Then:
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 import statistics
 import subprocess
 import tarfile
@@ -44,9 +46,10 @@ RESULT_HEADERS = (
 )
 
 
-def export(revision: str, into: Path) -> Path:
-    """The tree of ``revision`` (a commit, branch or tag of this repository), unpacked into ``into``."""
-    archive = subprocess.run(["git", "archive", revision], cwd=REPO, capture_output=True, check=True).stdout
+def export(revision: str, into: Path, *paths: str) -> Path:
+    """The tree of ``revision`` (a commit, branch or tag of this repository), or only ``paths`` of
+    it, unpacked into ``into``."""
+    archive = subprocess.run(["git", "archive", revision, *paths], cwd=REPO, capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
     return into
@@ -107,14 +110,20 @@ def main() -> None:
     parser.add_argument("revision", help="the other revision, e.g. main or a commit")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="per wrk run")
+    parser.add_argument("--weights-from", metavar="REVISION", help="the other server serves this revision's weights/")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         other_tree = export(args.revision, tmp / "other")
+        other_name = args.revision
+        if args.weights_from:
+            shutil.rmtree(other_tree / "weights")
+            export(args.weights_from, other_tree, "weights")
+            other_name = f"{args.revision} with {args.weights_from}'s weights"
         npy, _, _ = batch_bodies(tmp, 256)
         servers = {
             "this checkout": start_server(tmp / "this.log", {}),
-            args.revision: start_server(tmp / "other.log", {}, cwd=other_tree),
+            other_name: start_server(tmp / "other.log", {}, cwd=other_tree),
         }
         try:
             differing = []
@@ -140,7 +149,7 @@ def main() -> None:
         finally:
             for server in servers.values():
                 stop_server(server)
-    this_name, other_name = servers
+    this_name = next(iter(servers))
     rows = [
         ("single PNG, 64 connections (req/s)", single),
         (".npy, 256 images a request, 4 connections (images/s)", batched),

@@ -173,9 +173,10 @@ def test_the_workers_benchmark_runs(tmp_path: Path) -> None:
 
 @needs_wrk
 def test_compare_runs_another_revision_side_by_side() -> None:
-    """bench.compare against HEAD: the same code answers every example byte for byte."""
+    """bench.compare against HEAD, its weights/ exported on their own: the same code and checkpoint
+    answer every example byte for byte."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.compare", "HEAD", "--rounds", "1", "--seconds", "1"],
+        [sys.executable, "-m", "bench.compare", "HEAD", "--weights-from", "HEAD", "--rounds", "1", "--seconds", "1"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -185,6 +186,7 @@ def test_compare_runs_another_revision_side_by_side() -> None:
     counts = re.search(r"identical answers: (\d+) of (\d+)", done.stdout)
     assert counts is not None and counts.group(1) == counts.group(2) and int(counts.group(2)) > 20, done.stdout
     assert re.search(r"\| single PNG, 64 connections \(req/s\) \| [\d,]+ \| [\d,]+ \| [\d.]+x \|", done.stdout)
+    assert "| this checkout | HEAD with HEAD's weights | ratio |" in done.stdout
 
 
 @pytest.mark.integration
