@@ -6,10 +6,11 @@ side with the same client cost. A gRPC call is an HTTP/2 POST whose body is the 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.wrk import require_loopback, require_tool
 
 
 @dataclass(frozen=True)
@@ -22,13 +23,6 @@ class H2LoadResult:
         return self.requests / self.seconds
 
 
-def require_h2load() -> str:
-    path = shutil.which("h2load")
-    if path is None:
-        raise SystemExit("h2load is not installed: `apt-get install -y nghttp2-client` (or `make bench-deps`)")
-    return path
-
-
 def grpc_frame(message: bytes) -> bytes:
     """A gRPC message on the wire: not compressed (0), its length (4 bytes, big-endian), itself."""
     return b"\x00" + len(message).to_bytes(4, "big") + message
@@ -38,9 +32,18 @@ def run_h2load(
     url: str, body: Path, headers: dict[str, str], *, requests: int, connections: int, http1: bool
 ) -> H2LoadResult:
     """POST ``body`` ``requests`` times over ``connections`` connections, one request at a time on each."""
-    if not url.startswith(("http://127.0.0.1", "http://[::1]", "http://localhost")):
-        raise ValueError(f"load is only ever sent to loopback, not {url}")
-    command = [require_h2load(), "-n", str(requests), "-c", str(connections), "-m", "1", "-d", str(body)]
+    require_loopback(url)
+    command = [
+        require_tool("h2load", "nghttp2-client"),
+        "-n",
+        str(requests),
+        "-c",
+        str(connections),
+        "-m",
+        "1",
+        "-d",
+        str(body),
+    ]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     if http1:

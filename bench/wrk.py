@@ -30,11 +30,17 @@ class LoadResult:
         return self.requests / self.seconds
 
 
-def require_wrk() -> str:
-    path = shutil.which("wrk")
+def require_tool(name: str, package: str) -> str:
+    """The path of a load generator, or a clear exit naming the Debian package that has it."""
+    path = shutil.which(name)
     if path is None:
-        raise SystemExit("wrk is not installed: `apt-get install -y wrk` (or `make bench-deps`)")
+        raise SystemExit(f"{name} is not installed: `apt-get install -y {package}` (or `make bench-deps`)")
     return path
+
+
+def require_loopback(url: str) -> None:
+    if not url.startswith(("http://127.0.0.1", "http://[::1]", "http://localhost")):
+        raise ValueError(f"load is only ever sent to loopback, not {url}")
 
 
 def run_wrk(
@@ -48,13 +54,12 @@ def run_wrk(
     threads: int = 1,
 ) -> LoadResult:
     """POST ``body`` to ``url`` from ``connections`` keep-alive connections for ``seconds``."""
-    if not url.startswith(("http://127.0.0.1", "http://[::1]", "http://localhost")):
-        raise ValueError(f"load is only ever sent to loopback, not {url}")
+    require_loopback(url)
     env = {**os.environ, "BODY_FILE": str(body), "CONTENT_TYPE": content_type}
     if accept:
         env["ACCEPT"] = accept
     cmd = [
-        require_wrk(),
+        require_tool("wrk", "wrk"),
         f"-t{threads}",
         f"-c{connections}",
         f"-d{math.ceil(seconds)}s",
